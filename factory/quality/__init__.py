@@ -1,0 +1,1 @@
+"""Quality metrics of generated text data (diversity and similarity to real data) over embeddings."""

@@ -1,0 +1,314 @@
+"""The DuckDB store: the schema and every SQL statement of the factory (nothing else writes SQL).
+
+One file (default ``./factory.duckdb``, or ``$FACTORY_DB``) holds the specs, runs, elicited attributes,
+prompts, the LLM request cache, the samples with their full provenance, filter decisions, metrics and
+evaluations. Each stage writes inside one transaction, so a crash loses nothing that was committed.
+API keys are never written here: requests store the model and parameters, never the client's credentials.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from factory.spec import Spec
+
+SCHEMA_VERSION = 1
+DEFAULT_DB = "factory.duckdb"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL);
+CREATE TABLE IF NOT EXISTS specs (
+    spec_hash VARCHAR PRIMARY KEY, name VARCHAR NOT NULL, path VARCHAR, yaml VARCHAR NOT NULL,
+    spec JSON NOT NULL, created_at TIMESTAMPTZ NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id VARCHAR PRIMARY KEY, spec_hash VARCHAR NOT NULL, spec_name VARCHAR NOT NULL,
+    method VARCHAR, model VARCHAR, status VARCHAR NOT NULL, started_at TIMESTAMPTZ NOT NULL,
+    finished_at TIMESTAMPTZ, requests INTEGER DEFAULT 0, cached INTEGER DEFAULT 0,
+    prompt_tokens BIGINT DEFAULT 0, completion_tokens BIGINT DEFAULT 0, cost_usd DOUBLE DEFAULT 0,
+    message VARCHAR);
+CREATE TABLE IF NOT EXISTS attribute_values (
+    spec_hash VARCHAR NOT NULL, version INTEGER NOT NULL, dimension VARCHAR NOT NULL,
+    class VARCHAR NOT NULL, value VARCHAR NOT NULL, source VARCHAR NOT NULL, kept BOOLEAN NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL);
+CREATE TABLE IF NOT EXISTS similar_classes (
+    spec_hash VARCHAR NOT NULL, version INTEGER NOT NULL, class VARCHAR NOT NULL,
+    similar_class VARCHAR NOT NULL, rank INTEGER NOT NULL, created_at TIMESTAMPTZ NOT NULL);
+CREATE TABLE IF NOT EXISTS caf_decisions (
+    spec_hash VARCHAR NOT NULL, version INTEGER NOT NULL, dimension VARCHAR NOT NULL,
+    class VARCHAR NOT NULL, value VARCHAR NOT NULL, dropped BOOLEAN NOT NULL, relevant_to VARCHAR,
+    reason VARCHAR, created_at TIMESTAMPTZ NOT NULL);
+CREATE TABLE IF NOT EXISTS prompts (
+    prompt_hash VARCHAR PRIMARY KEY, method VARCHAR NOT NULL, messages JSON NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL);
+CREATE TABLE IF NOT EXISTS llm_requests (
+    request_key VARCHAR PRIMARY KEY, model VARCHAR NOT NULL, params JSON NOT NULL,
+    prompt_hash VARCHAR NOT NULL, purpose VARCHAR NOT NULL, choices JSON NOT NULL,
+    finish_reasons JSON, prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL,
+    cost_usd DOUBLE NOT NULL, latency_s DOUBLE, attempts INTEGER, created_at TIMESTAMPTZ NOT NULL);
+CREATE TABLE IF NOT EXISTS samples (
+    sample_id VARCHAR PRIMARY KEY, spec_hash VARCHAR NOT NULL, run_id VARCHAR NOT NULL,
+    class VARCHAR NOT NULL, text VARCHAR NOT NULL, attributes JSON NOT NULL, seed BIGINT NOT NULL,
+    sample_index INTEGER NOT NULL, choice_index INTEGER NOT NULL, method VARCHAR NOT NULL,
+    prompt_hash VARCHAR NOT NULL, request_key VARCHAR NOT NULL, model VARCHAR NOT NULL,
+    params JSON NOT NULL, prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL,
+    cost_usd DOUBLE NOT NULL, is_refusal BOOLEAN NOT NULL, generated_at TIMESTAMPTZ NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL);
+CREATE TABLE IF NOT EXISTS filter_decisions (
+    spec_hash VARCHAR NOT NULL, sample_id VARCHAR NOT NULL, filter VARCHAR NOT NULL,
+    kept BOOLEAN NOT NULL, reason VARCHAR, created_at TIMESTAMPTZ NOT NULL);
+CREATE TABLE IF NOT EXISTS metrics (
+    spec_hash VARCHAR NOT NULL, run_id VARCHAR, scope VARCHAR NOT NULL, name VARCHAR NOT NULL,
+    value DOUBLE, created_at TIMESTAMPTZ NOT NULL);
+CREATE TABLE IF NOT EXISTS evaluations (
+    eval_id VARCHAR PRIMARY KEY, spec_hash VARCHAR NOT NULL, trainer VARCHAR NOT NULL,
+    train_source VARCHAR NOT NULL, test_set VARCHAR NOT NULL, n_train INTEGER NOT NULL,
+    accuracy DOUBLE, macro_f1 DOUBLE, per_class JSON, confusion JSON, details JSON,
+    created_at TIMESTAMPTZ NOT NULL);
+"""
+
+
+class StoreError(RuntimeError):
+    """The store cannot be used as it is (e.g. written by a newer attrfactory)."""
+
+
+@dataclass(frozen=True)
+class CachedRequest:
+    """A completed LLM request, as the cache returns it."""
+
+    request_key: str
+    choices: list[str]
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def default_db_path() -> Path:
+    return Path(os.environ.get("FACTORY_DB", DEFAULT_DB))
+
+
+class Store:
+    """A DuckDB file with the factory's schema. Use as a context manager, or call :meth:`close`."""
+
+    def __init__(self, path: str | Path | None = None, read_only: bool = False):
+        self.path = Path(path) if path is not None else default_db_path()
+        if read_only and not self.path.exists():
+            raise StoreError(f"{self.path}: no store here yet (run 'factory run SPEC' first)")
+        try:
+            self.con = duckdb.connect(str(self.path), read_only=read_only)
+        except duckdb.Error as exc:
+            raise StoreError(f"{self.path}: cannot open the store: {exc}") from exc
+        self._check_version(read_only)
+
+    def _check_version(self, read_only: bool) -> None:
+        has_meta = self.con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'meta'"
+        ).fetchone()[0]
+        found = None
+        if has_meta:
+            row = self.con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            found = int(row[0]) if row else None
+        if found is not None and found > SCHEMA_VERSION:
+            self.con.close()
+            raise StoreError(
+                f"{self.path} has schema v{found}, written by a newer attrfactory; this one reads up to "
+                f"v{SCHEMA_VERSION}. Upgrade attrfactory (pip install -U attrfactory) or use another --db."
+            )
+        if read_only and found is None:
+            self.con.close()
+            raise StoreError(f"{self.path} is not an attrfactory store (no schema version)")
+        if not read_only and found != SCHEMA_VERSION:
+            with self.transaction():
+                self.con.execute(SCHEMA)
+                self.con.execute(
+                    "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)]
+                )
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.con.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """One atomic stage: committed whole, or rolled back whole."""
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            yield self.con
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            raise
+        self.con.execute("COMMIT")
+
+    # ---- specs and runs --------------------------------------------------------------------------
+
+    def record_spec(self, spec: Spec, yaml_text: str) -> None:
+        self.con.execute(
+            "INSERT OR IGNORE INTO specs VALUES (?, ?, ?, ?, ?, ?)",
+            [spec.hash, spec.name, str(spec.source or ""), yaml_text, spec.model_dump_json(), now()],
+        )
+
+    def start_run(self, spec: Spec) -> str:
+        run_id = f"{spec.name}-{now():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+        self.con.execute(
+            "INSERT INTO runs (run_id, spec_hash, spec_name, method, model, status, started_at)"
+            " VALUES (?, ?, ?, ?, ?, 'running', ?)",
+            [run_id, spec.hash, spec.name, spec.generation.method, spec.generation.model, now()],
+        )
+        return run_id
+
+    def finish_run(self, run_id: str, status: str, message: str = "") -> None:
+        """Close a run; its totals are summed from the samples and requests it produced."""
+        self.con.execute(
+            """
+            UPDATE runs SET status = ?, finished_at = ?, message = ?,
+              requests = (SELECT count(DISTINCT request_key) FROM samples WHERE run_id = ?),
+              prompt_tokens = coalesce((SELECT sum(prompt_tokens) FROM llm_requests r WHERE request_key IN
+                  (SELECT request_key FROM samples WHERE run_id = ?)), 0),
+              completion_tokens = coalesce((SELECT sum(completion_tokens) FROM llm_requests r WHERE request_key IN
+                  (SELECT request_key FROM samples WHERE run_id = ?)), 0),
+              cost_usd = coalesce((SELECT sum(cost_usd) FROM llm_requests r WHERE request_key IN
+                  (SELECT request_key FROM samples WHERE run_id = ?)), 0)
+            WHERE run_id = ?""",
+            [status, now(), message, run_id, run_id, run_id, run_id, run_id],
+        )
+
+    def set_run_cached(self, run_id: str, cached: int) -> None:
+        self.con.execute("UPDATE runs SET cached = ? WHERE run_id = ?", [cached, run_id])
+
+    def runs(self, spec_name: str | None = None) -> list[dict[str, Any]]:
+        sql = "SELECT * FROM runs" + (" WHERE spec_name = ?" if spec_name else "") + " ORDER BY started_at"
+        return self._dicts(sql, [spec_name] if spec_name else [])
+
+    # ---- the LLM request cache -------------------------------------------------------------------
+
+    def cached_requests(self, keys: Sequence[str]) -> dict[str, CachedRequest]:
+        """The completed requests among ``keys`` (one query, however many keys)."""
+        if not keys:
+            return {}
+        rows = self.con.execute(
+            "SELECT request_key, choices, prompt_tokens, completion_tokens, cost_usd FROM llm_requests"
+            " WHERE request_key IN (SELECT unnest(?::VARCHAR[]))",
+            [list(keys)],
+        ).fetchall()
+        return {r[0]: CachedRequest(r[0], json.loads(r[1]), r[2], r[3], r[4]) for r in rows}
+
+    def save_completions(
+        self,
+        prompts: Iterable[tuple[str, str, str]],
+        requests: Iterable[tuple[Any, ...]],
+        samples: Iterable[tuple[Any, ...]],
+        cursor: duckdb.DuckDBPyConnection | None = None,
+    ) -> None:
+        """Write prompts, completed requests and their samples in one transaction (idempotent)."""
+        con = cursor or self.con
+        prompts, requests, samples = list(prompts), list(requests), list(samples)
+        created = now()
+        con.execute("BEGIN TRANSACTION")
+        try:
+            if prompts:
+                con.executemany(
+                    "INSERT OR IGNORE INTO prompts VALUES (?, ?, ?, ?)", [(*p, created) for p in prompts]
+                )
+            if requests:
+                con.executemany(
+                    "INSERT OR IGNORE INTO llm_requests VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [(*r, created) for r in requests],
+                )
+            if samples:
+                con.executemany(
+                    "INSERT OR IGNORE INTO samples VALUES"
+                    " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [(*s, created) for s in samples],
+                )
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        con.execute("COMMIT")
+
+    def spend(self, request_keys: Sequence[str] | None = None) -> dict[str, float]:
+        """Requests, tokens and USD recorded in the cache (for ``request_keys``, or all)."""
+        where = " WHERE request_key IN (SELECT unnest(?::VARCHAR[]))" if request_keys is not None else ""
+        row = self.con.execute(
+            "SELECT count(*), coalesce(sum(prompt_tokens + completion_tokens), 0), coalesce(sum(cost_usd), 0)"
+            " FROM llm_requests" + where,
+            [list(request_keys)] if request_keys is not None else [],
+        ).fetchone()
+        return {"requests": row[0], "tokens": row[1], "usd": row[2]}
+
+    def spend_for_spec(self, spec_hash: str) -> dict[str, float]:
+        """What the requests behind a spec's samples cost: the budget a rerun starts from."""
+        row = self.con.execute(
+            "SELECT count(*), coalesce(sum(prompt_tokens + completion_tokens), 0), coalesce(sum(cost_usd), 0)"
+            " FROM llm_requests WHERE request_key IN (SELECT request_key FROM samples WHERE spec_hash = ?)",
+            [spec_hash],
+        ).fetchone()
+        return {"requests": row[0], "tokens": row[1], "usd": row[2]}
+
+    # ---- samples ---------------------------------------------------------------------------------
+
+    def sample_count(self, spec_hash: str) -> int:
+        return self.con.execute("SELECT count(*) FROM samples WHERE spec_hash = ?", [spec_hash]).fetchone()[0]
+
+    def samples(self, spec_hash: str) -> list[dict[str, Any]]:
+        return self._dicts("SELECT * FROM samples WHERE spec_hash = ? ORDER BY class, sample_index, choice_index",
+                           [spec_hash])
+
+    def export_samples(self, spec_hash: str, out: Path, fmt: str) -> int:
+        """Write the spec's samples (text, label and provenance) to JSONL or Parquet; return the row count."""
+        query = (
+            "SELECT text, class AS label, sample_id, spec_hash, run_id, method, model, attributes, seed,"
+            " sample_index, choice_index, prompt_hash, request_key, params, prompt_tokens, completion_tokens, cost_usd,"
+            " is_refusal, generated_at FROM samples WHERE spec_hash = '" + spec_hash.replace("'", "") + "'"
+            " ORDER BY class, sample_index, choice_index"
+        )
+        options = "FORMAT parquet" if fmt == "parquet" else "FORMAT json"
+        self.con.execute(f"COPY ({query}) TO '{str(out).replace(chr(39), chr(39) * 2)}' ({options})")
+        return self.sample_count(spec_hash)
+
+    # ---- overview --------------------------------------------------------------------------------
+
+    def overview(self) -> list[dict[str, Any]]:
+        """One row per spec: runs, samples, classes, spend."""
+        return self._dicts(
+            """
+            SELECT s.name, s.spec_hash, s.created_at,
+              (SELECT count(*) FROM runs r WHERE r.spec_hash = s.spec_hash) AS runs,
+              (SELECT any_value(status ORDER BY started_at DESC) FROM runs r WHERE r.spec_hash = s.spec_hash)
+                AS last_status,
+              (SELECT count(*) FROM samples x WHERE x.spec_hash = s.spec_hash) AS samples,
+              (SELECT count(DISTINCT class) FROM samples x WHERE x.spec_hash = s.spec_hash) AS classes,
+              (SELECT count(*) FROM samples x WHERE x.spec_hash = s.spec_hash AND is_refusal) AS refusals,
+              coalesce((SELECT sum(r.cost_usd) FROM runs r WHERE r.spec_hash = s.spec_hash), 0) AS cost_usd,
+              coalesce((SELECT sum(r.prompt_tokens + r.completion_tokens) FROM runs r
+                        WHERE r.spec_hash = s.spec_hash), 0) AS tokens
+            FROM specs s ORDER BY s.name, s.created_at""",
+            [],
+        )
+
+    def table_counts(self) -> dict[str, int]:
+        tables = [r[0] for r in self.con.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' ORDER BY 1").fetchall()]
+        return {t: self.con.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0] for t in tables}
+
+    def _dicts(self, sql: str, params: list[Any]) -> list[dict[str, Any]]:
+        cur = self.con.execute(sql, params)
+        cols = [d[0] for d in cur.description]
+        return [dict(zip(cols, row)) for row in cur.fetchall()]

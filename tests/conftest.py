@@ -1,0 +1,37 @@
+"""Shared fixtures: the real offline model server (one per test session), paths to shared data."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def llm_server() -> Iterator["LocalServer"]:  # noqa: F821
+    """The real llama-server with SmolLM2 (the product's embedded default), started once."""
+    from factory.llm.server import ServerError, local_server
+
+    try:
+        with local_server(parallel=4) as server:
+            yield server
+    except ServerError as exc:  # pragma: no cover - only where the model is not installed
+        pytest.fail(f"the offline model server is required for these tests: {exc}")
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip("../shared/data is absent (it exists beside the checkout in CI and dev sessions)")
+    return SHARED_DATA
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "factory.duckdb"
