@@ -1,0 +1,196 @@
+"""Generation end to end: the real offline model, and the fault injector for what it cannot produce."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+from typer.testing import CliRunner
+
+from factory import pipeline
+from factory.cli import app
+from factory.spec import Spec, load_spec
+from factory.store import Store
+from fault_server import FaultServer, expected_content, spawn
+
+SPEC = textwrap.dedent("""\
+    name: gen
+    domain: short news headline
+    classes: [sports, business, weather]
+    attributes:
+      style: {values: [breaking news, analysis, interview]}
+      length: {values: [10, 20], unit: words}
+    similar_classes: {given: {sports: [business], business: [sports], weather: [sports]}}
+    generation:
+      method: attrprompt
+      base_url: BASE_URL
+      max_tokens: MAXTOK
+      max_concurrency: 16
+      max_retries: 8
+      stratified: true
+    budget:
+      samples_per_class: SPC
+    """)
+
+
+def write_spec(tmp_path: Path, base_url: str, spc: int = 4, max_tokens: int = 24, extra: str = "") -> Path:
+    text = SPEC.replace("BASE_URL", base_url).replace("SPC", str(spc)).replace("MAXTOK", str(max_tokens))
+    path = tmp_path / "gen.yaml"
+    path.write_text(text.replace("  samples_per_class:", extra + "  samples_per_class:") if extra else text)
+    return path
+
+
+def run(path: Path, db: Path) -> pipeline.RunResult:
+    with Store(db) as store:
+        return pipeline.run(load_spec(path), store)
+
+
+def rows(db: Path, sql: str) -> list[tuple]:
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+@pytest.mark.llm
+def test_real_model_run_has_provenance_and_rerun_sends_nothing(llm_server, tmp_path: Path, db: Path) -> None:
+    path = write_spec(tmp_path, llm_server.base_url, spc=2, max_tokens=32)
+    result = CliRunner().invoke(app, ["run", str(path), "--db", str(db), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    samples = rows(db, "SELECT class, text, attributes, seed, prompt_hash, request_key, model, params,"
+                       " prompt_tokens, completion_tokens, spec_hash, run_id, generated_at FROM samples")
+    assert len(samples) == 6
+    assert {s[0] for s in samples} == {"sports", "business", "weather"}
+    spec = load_spec(path)
+    for cls, text, attrs, seed, prompt_hash, key, model, params, pt, ct, spec_hash, run_id, at in samples:
+        assert text.strip() and model == "smollm2" and spec_hash == spec.hash and run_id and at
+        assert set(json.loads(attrs)) == {"style", "length"}
+        assert json.loads(params)["max_tokens"] == 32 and json.loads(params)["seed"] == seed
+        assert pt > 0 and ct > 0
+    prompts = dict(rows(db, "SELECT prompt_hash, messages FROM prompts"))
+    for s in samples:
+        assert s[0] in json.loads(prompts[s[4]])[-1]["content"]
+    assert rows(db, "SELECT status, requests FROM runs") == [("done", 6)]
+    # a rerun pays for nothing
+    again = run(path, db)
+    assert again.report.sent == 0 and again.report.cached == 6 and again.report.samples == 6
+    assert rows(db, "SELECT count(*) FROM samples") == [(6,)]
+    assert rows(db, "SELECT count(*) FROM llm_requests") == [(6,)]
+    # no secret anywhere in the store
+    os.environ["OPENAI_API_KEY_TEST_SECRET"] = "sk-never-stored"
+    dump = " ".join(str(r) for t in ("runs", "llm_requests", "samples", "specs") for r in rows(db, f"SELECT * FROM {t}"))
+    assert "sk-" not in dump
+
+
+def test_twenty_percent_faults_every_sample_exactly_once(tmp_path: Path, db: Path) -> None:
+    with FaultServer(rate_429=0.05, rate_500=0.05, rate_garbage=0.05, rate_disconnect=0.05, seed=3,
+                     latency_s=0.002, retry_after_s="0.02") as server:
+        path = write_spec(tmp_path, server.base_url, spc=30)
+        result = run(path, db)
+        stats = server.stats()
+    assert result.status == "done"
+    assert result.report.samples == 90 and result.report.failed == 0
+    faults = stats["fault_429"] + stats["fault_500"] + stats["fault_garbage"] + stats["fault_disconnect"]
+    assert faults >= 8, stats  # the faults really happened
+    assert rows(db, "SELECT count(*), count(DISTINCT sample_index || class) FROM samples") == [(90, 90)]
+    assert rows(db, "SELECT count(*), count(DISTINCT request_key) FROM llm_requests") == [(90, 90)]
+    per_class = dict(rows(db, "SELECT class, count(*) FROM samples GROUP BY class"))
+    assert per_class == {"sports": 30, "business": 30, "weather": 30}
+    # each text is the one the server produced for that very request (no mix-ups between retries)
+    for text, messages, seed, choice in rows(db, "SELECT s.text, p.messages, s.seed, s.choice_index FROM samples s"
+                                                 " JOIN prompts p USING (prompt_hash)"):
+        assert text == expected_content(json.loads(messages), seed, choice)
+
+
+def test_adaptive_concurrency_halves_on_overload(tmp_path: Path, db: Path) -> None:
+    with FaultServer(max_concurrency=3, latency_s=0.02, retry_after_s="0.01") as server:
+        path = write_spec(tmp_path, server.base_url, spc=20)
+        result = run(path, db)
+        stats = server.stats()
+    assert result.status == "done" and result.report.samples == 60
+    assert stats["fault_overload"] > 0
+    assert result.report.failed == 0
+
+
+def test_kill_9_then_rerun_resends_nothing_completed(tmp_path: Path, db: Path) -> None:
+    with spawn(latency_s=0.15) as base_url:
+        path = write_spec(tmp_path, base_url, spc=40)  # 120 requests, ~16 at a time, ~1.2 s
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+        proc = subprocess.Popen([sys.executable, "-m", "factory.cli", "run", str(path), "--db", str(db),
+                                 "--no-progress"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and _stats(base_url)["successes"] < 40:
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert proc.returncode == -9
+        persisted = rows(db, "SELECT count(*) FROM llm_requests")[0][0]
+        assert 0 < persisted < 120
+        _control(base_url, {"reset_stats": True})
+        result = run(path, db)
+        second = _stats(base_url)
+    assert result.status == "done"
+    assert second["total"] == 120 - persisted  # only what was missing was sent
+    assert result.report.cached == persisted
+    assert rows(db, "SELECT count(*), count(DISTINCT request_key) FROM llm_requests") == [(120, 120)]
+    assert rows(db, "SELECT count(DISTINCT class || sample_index) FROM samples") == [(120,)]
+
+
+def test_budget_caps_stop_cleanly(tmp_path: Path, db: Path) -> None:
+    with FaultServer(latency_s=0.01) as server:
+        path = write_spec(tmp_path, server.base_url, spc=20, extra="  max_requests: 7\n")
+        result = run(path, db)
+        assert result.status == "budget_stopped" and "max_requests=7" in (result.report.stopped or "")
+        assert rows(db, "SELECT count(*) FROM llm_requests") == [(7,)]
+        assert server.stats()["total"] == 7
+        assert rows(db, "SELECT status FROM runs") == [("budget_stopped",)]
+        # the token cap: spend never passes it, whatever is in flight
+        db2 = tmp_path / "t.duckdb"
+        path = write_spec(tmp_path, server.base_url, spc=20, extra="  max_tokens: 900\n")
+        result = run(path, db2)
+        spent = rows(db2, "SELECT sum(prompt_tokens + completion_tokens), count(*) FROM llm_requests")[0]
+    assert result.status == "budget_stopped"
+    assert 0 < spent[0] <= 900 and spent[1] < 60
+
+
+def test_raising_the_cap_resumes_without_paying_twice(tmp_path: Path, db: Path) -> None:
+    with FaultServer(latency_s=0.005) as server:
+        run(write_spec(tmp_path, server.base_url, spc=10, extra="  max_requests: 12\n"), db)
+        assert server.stats()["total"] == 12
+        server.reset_stats()
+        result = run(write_spec(tmp_path, server.base_url, spc=10, extra="  max_requests: 30\n"), db)
+        assert server.stats()["total"] == 18
+    assert result.status == "done" and result.report.cached == 12
+
+
+def test_unknown_endpoint_error_is_clear(tmp_path: Path, db: Path) -> None:
+    path = write_spec(tmp_path, "http://127.0.0.1:9/v1", spc=1, extra="")
+    text = path.read_text().replace("max_retries: 8", "max_retries: 1")
+    path.write_text(text)
+    result = CliRunner().invoke(app, ["run", str(path), "--db", str(db), "--no-progress"])
+    assert result.exit_code != 0
+    assert rows(db, "SELECT status FROM runs") == [("failed",)]
+
+
+def _stats(base_url: str) -> dict:
+    import urllib.request
+
+    with urllib.request.urlopen(base_url.removesuffix("/v1") + "/_stats?keys=0") as r:
+        return json.loads(r.read())
+
+
+def _control(base_url: str, body: dict) -> None:
+    import urllib.request
+
+    req = urllib.request.Request(base_url.removesuffix("/v1") + "/_control", data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"})
+    urllib.request.urlopen(req).read()
