@@ -85,21 +85,45 @@ def given_values(spec: Spec, dimension: str, attr: AttributeSpec) -> dict[str, l
     return None
 
 
-def given_attributes(spec: Spec) -> AttributeSet:
-    """The attribute set from the spec alone; raise :class:`NeedsElicitation` if anything is left open."""
+def elicited_dimensions(spec: Spec) -> list[str]:
+    """The dimensions whose values the spec leaves to the LLM."""
+    return [d for d, a in spec.attributes.items() if a.elicit is not None]
+
+
+def needs_similar(spec: Spec) -> bool:
+    """Similar classes are elicited when the spec gives none and AttrPrompt or CAF needs them."""
+    if spec.similar_classes.k == 0 or spec.similar_classes.given:
+        return False
+    per_class = any(spec.attributes[d].per_class for d in elicited_dimensions(spec))
+    return spec.generation.method == "attrprompt" or (per_class and spec.filters.caf)
+
+
+def needs_elicitation(spec: Spec) -> bool:
+    return bool(elicited_dimensions(spec)) or needs_similar(spec)
+
+
+def build_attribute_set(spec: Spec, elicited: dict[str, dict[str, list[str]]] | None = None,
+                        similar: dict[str, list[str]] | None = None) -> AttributeSet:
+    """The spec's given values plus ``elicited`` ones; raise :class:`NeedsElicitation` if any is missing."""
     values: dict[str, dict[str, list[str]]] = {}
-    open_dims = []
+    missing = []
     for dim, attr in spec.attributes.items():
-        given = given_values(spec, dim, attr)
-        if given is None:
-            open_dims.append(dim)
+        found = given_values(spec, dim, attr)
+        if found is None:
+            found = (elicited or {}).get(dim)
+        if found is None:
+            missing.append(dim)
         else:
-            values[dim] = given
-    needs_similar = spec.generation.method == "attrprompt" and spec.similar_classes.k > 0
-    similar = dict(spec.similar_classes.given or {})
-    if needs_similar and not similar:
-        open_dims.append("similar_classes")
-    if open_dims:
-        raise NeedsElicitation(f"{spec.name}: {', '.join(open_dims)} must be elicited first (run 'factory lock')")
+            values[dim] = found
+    chosen = dict(spec.similar_classes.given or similar or {})
+    if needs_similar(spec) and not chosen:
+        missing.append("similar_classes")
+    if missing:
+        raise NeedsElicitation(f"{spec.name}: {', '.join(missing)} must be elicited first (run 'factory lock')")
     units = {dim: attr.unit for dim, attr in spec.attributes.items() if attr.unit}
-    return AttributeSet(values, {c: similar.get(c, []) for c in spec.class_names}, units)
+    return AttributeSet(values, {c: chosen.get(c, []) for c in spec.class_names}, units)
+
+
+def given_attributes(spec: Spec) -> AttributeSet:
+    """The attribute set from the spec alone."""
+    return build_attribute_set(spec)

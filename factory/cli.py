@@ -76,22 +76,95 @@ def plan(spec: SpecArg) -> None:
         console.print(f"[yellow]warning[/yellow] {w}", highlight=False)
 
 
+RefreshOpt = Annotated[bool, typer.Option("--refresh", help="elicit again, ignoring the lock file")]
+
+
+def _fail(exc: Exception) -> typer.Exit:
+    issues = getattr(exc, "issues", None)
+    for line in [str(i) for i in issues] if issues else [str(exc)]:
+        err.print(f"[red]error[/red] {line}", highlight=False)
+    return typer.Exit(1)
+
+
+def _expected_errors() -> tuple[type[Exception], ...]:
+    from factory.attributes import NeedsElicitation
+    from factory.elicit import ElicitationError
+    from factory.llm.engine import FatalEndpointError
+    from factory.llm.server import ServerError
+
+    return (NeedsElicitation, ServerError, FatalEndpointError, FileNotFoundError, SpecError, ElicitationError)
+
+
 @app.command()
-def run(spec: SpecArg, db: DbOpt = None,
+def lock(spec: SpecArg, db: DbOpt = None, refresh: RefreshOpt = False) -> None:
+    """Elicit attribute values, similar classes and CAF decisions into SPEC.lock.yaml (for review)."""
+    from factory import pipeline
+    from factory.attributes import needs_elicitation
+    from factory.lock import lock_path
+
+    s = _load(spec)
+    if not needs_elicitation(s):
+        console.print(f"{spec}: every value is given in the spec; nothing to elicit, no lock needed")
+        return
+    with _store(db) as store:
+        try:
+            locked, elicited = pipeline.lock(s, store, refresh)
+        except _expected_errors() as exc:
+            raise _fail(exc) from None
+    table = Table(title=f"{lock_path(s)} ({'elicited now' if elicited else 'up to date'}, model {locked.model})")
+    table.add_column("dimension / class")
+    table.add_column("values")
+    for dim, attr in locked.attributes.items():
+        for cls, values in (attr.values.items() if isinstance(attr.values, dict) else [("all", attr.values)]):
+            table.add_row(f"{dim} / {cls}", ", ".join(values))
+    for cls, similar in locked.similar_classes.items():
+        table.add_row(f"similar / {cls}", ", ".join(similar) or "-")
+    dropped = sum(d.dropped for by_class in locked.caf.values() for ds in by_class.values() for d in ds)
+    total = sum(len(ds) for by_class in locked.caf.values() for ds in by_class.values())
+    table.add_row("CAF", f"{dropped} of {total} class-dependent values dropped")
+    console.print(table)
+
+
+@app.command()
+def suggest(spec: SpecArg, n: Annotated[int, typer.Option(help="how many dimensions")] = 5,
+            db: DbOpt = None) -> None:
+    """Ask the LLM which attribute dimensions matter for this domain; prints YAML to paste into the spec."""
+    import asyncio
+
+    import yaml
+
+    from factory.elicit import suggest_dimensions
+    from factory.llm.budget import Budget
+    from factory.llm.client import open_endpoint, open_engine
+
+    s = _load(spec)
+
+    async def ask(endpoint) -> list[str]:  # type: ignore[no-untyped-def]
+        async with open_engine(s.generation, store, endpoint, Budget.from_spec(s.budget, s.generation.model)) as e:
+            return await suggest_dimensions(s, e, n)
+
+    with _store(db) as store:
+        try:
+            with open_endpoint(s.generation) as endpoint:
+                dims = asyncio.run(ask(endpoint))
+        except _expected_errors() as exc:
+            raise _fail(exc) from None
+    snippet = {"attributes": {d.lower().replace(" ", "_"): {"elicit": {"n": 10}} for d in dims}}
+    console.print(yaml.safe_dump(snippet, sort_keys=False), highlight=False)
+
+
+@app.command()
+def run(spec: SpecArg, db: DbOpt = None, refresh: RefreshOpt = False,
         progress: Annotated[bool, typer.Option(help="show a progress bar")] = True) -> None:
     """Generate the spec's dataset into the store (resumable: a rerun sends only what is missing)."""
     from factory import pipeline
-    from factory.attributes import NeedsElicitation
-    from factory.llm.engine import FatalEndpointError
-    from factory.llm.server import ServerError
 
     s = _load(spec)
     with _store(db) as store:
         try:
-            result = pipeline.run(s, store, show_progress=progress)
-        except (NeedsElicitation, ServerError, FatalEndpointError, FileNotFoundError) as exc:
-            err.print(f"[red]error[/red] {exc}", highlight=False)
-            raise typer.Exit(1) from None
+            result = pipeline.run(s, store, show_progress=progress, refresh=refresh)
+        except _expected_errors() as exc:
+            raise _fail(exc) from None
         r = result.report
         colour = "green" if result.status == "done" else "yellow"
         console.print(f"[{colour}]{result.status}[/{colour}] run {result.run_id}: {r.samples}/{r.requested} samples"

@@ -5,10 +5,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from factory.attributes import ALL, AttributeSet, NeedsElicitation, given_attributes, given_values
+from factory.attributes import ALL, AttributeSet, NeedsElicitation, given_values, needs_similar
 from factory.generate import make_request, plan, requests_per_class
 from factory.llm.budget import cost_usd
-from factory.spec import Spec
+from factory.lock import attribute_set
+from factory.pipeline import existing_lock
+from factory.spec import Spec, SpecError
 
 TOKENS_PER_WORD = 1.35
 
@@ -37,10 +39,11 @@ class Estimate:
 
 
 def _placeholder_attributes(spec: Spec) -> tuple[AttributeSet, list[str]]:
-    """The spec's own values where given, else ``n`` placeholders per elicited dimension."""
+    """The spec's own values and its lock's, else ``n`` placeholders per elicited dimension."""
     try:
-        return given_attributes(spec), []
-    except NeedsElicitation:
+        found = existing_lock(spec)
+        return attribute_set(spec, found[0] if found else None), []
+    except (NeedsElicitation, SpecError):
         pass
     values: dict[str, dict[str, list[str]]] = {}
     elicited = []
@@ -65,7 +68,7 @@ def _elicitation_requests(spec: Spec, elicited: list[str]) -> int:
         total += n_classes if attr.per_class else 1
         if attr.per_class and spec.filters.caf and attr.elicit:
             total += n_classes * attr.elicit.n
-    if spec.generation.method == "attrprompt" and spec.similar_classes.k > 0 and not spec.similar_classes.given:
+    if needs_similar(spec):
         total += n_classes
     return total
 

@@ -15,12 +15,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-import openai
-
 from factory.attributes import AttributeSet
 from factory.datasets import LabelledText, read_ref
 from factory.llm.budget import Budget
-from factory.llm.client import Endpoint
+from factory.llm.client import Endpoint, open_engine
 from factory.llm.engine import Completion, Engine, LLMRequest, Message, RequestWriter, digest
 from factory.progress import EngineProgress
 from factory.prompts import PromptRenderer
@@ -104,19 +102,21 @@ def plan(spec: Spec, attrs: AttributeSet, examples: list[LabelledText] | None = 
                 length = min(gen.diversity_chain, spec.budget.samples_per_class - first)
                 style = rng.choice(attrs.for_class("style", class_name)) if styles else None
                 combo = {"style": style} if style else {}
-                msgs = renderer.messages(label=class_name, style=style)
+                msgs = renderer.messages(label=renderer.display(class_name), style=style)
                 yield Planned(class_name, first, combo, request_seed(gen.seed, class_name, first), msgs, length)
             continue
         count = requests_per_class(spec)
         combos = (sample_combinations(attrs, class_name, count, rng, gen.stratified)
                   if gen.method == "attrprompt" else [{} for _ in range(count)])
         for r, combo in enumerate(combos):
-            context: dict[str, Any] = {"label": class_name}
+            context: dict[str, Any] = {"label": renderer.display(class_name)}
             if gen.method == "attrprompt":
-                context |= {"attributes": _attribute_context(attrs, combo), "similar": attrs.similar.get(class_name, [])}
+                context |= {"attributes": _attribute_context(attrs, combo),
+                            "similar": [renderer.display(s) for s in attrs.similar.get(class_name, [])]}
             if gen.method == "fewshot":
                 shots = rng.sample(examples or [], min(gen.fewshot_k, len(examples or [])))
-                context |= {"examples": [{"text": e.text, "label": e.label} for e in shots], "style": None}
+                context |= {"examples": [{"text": e.text, "label": renderer.display(e.label)} for e in shots],
+                            "style": None}
             index = r * gen.n
             yield Planned(class_name, index, combo, request_seed(gen.seed, class_name, index),
                           renderer.messages(**context))
@@ -172,7 +172,8 @@ class Generator:
                 self._samples(item, request, done, index)
                 messages = messages + [
                     {"role": "assistant", "content": done.choices[0]},
-                    {"role": "user", "content": self.renderer.render("zeroshot.diversity", label=item.class_name)},
+                    {"role": "user", "content": self.renderer.render("zeroshot.diversity",
+                                                                     label=self.renderer.display(item.class_name))},
                 ]
 
         return conversation if item.length > 1 or self.spec.generation.method == "zeroshot" else single
@@ -191,20 +192,15 @@ async def generate_async(spec: Spec, store: Store, run_id: str, attrs: Attribute
     budget = Budget.from_spec(spec.budget, spec.generation.model)
     spent = store.spend_for_spec(spec.hash)
     budget.requests, budget.tokens, budget.usd = spent["requests"], spent["tokens"], spent["usd"]
-    client = openai.AsyncOpenAI(base_url=endpoint.base_url, api_key=endpoint.api_key)
     items = list(plan(spec, attrs, _fewshot_examples(spec)))
-    async with RequestWriter(store) as writer:
-        gen = spec.generation
-        engine = Engine(client, store, writer, budget, gen.max_concurrency, gen.timeout_s, gen.max_retries)
+    gen = spec.generation
+    async with open_engine(gen, store, endpoint, budget) as engine:
         engine.prefetch(make_request(spec, i.messages, i.seed, i.first_index,
                                      min(gen.n, spec.budget.samples_per_class - i.first_index)).key
                         for i in items if i.length == 1 and gen.method != "zeroshot")
         with EngineProgress(engine.stats, report.requested, enabled=show_progress) as progress:
-            generator = Generator(spec, run_id, engine, writer, report, progress.advance)
-            try:
-                await engine.map(generator.job(item) for item in items)
-            finally:
-                await client.close()
+            generator = Generator(spec, run_id, engine, engine.writer, report, progress.advance)
+            await engine.map(generator.job(item) for item in items)
     stats = engine.stats
     report.sent, report.cached, report.failed = stats.sent, stats.cached, stats.failed
     report.tokens, report.usd, report.stopped = stats.tokens, stats.usd, budget.stopped

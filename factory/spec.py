@@ -13,7 +13,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import (
@@ -396,6 +396,7 @@ class SpecError(ValueError):
 
 
 Loc = tuple[str | int, ...]
+M = TypeVar("M", bound=BaseModel)
 
 
 def _line_map(node: yaml.Node, path: Loc, lines: dict[Loc, int], file: str) -> None:
@@ -478,8 +479,8 @@ def _issues_from(exc: ValidationError, data: Any, lines: dict[Loc, int], file: s
     return issues
 
 
-def parse_spec(text: str, file: str = "<spec>", source: Path | None = None) -> Spec:
-    """Validate a spec from YAML text; raise :class:`SpecError` naming file, line and field."""
+def parse_yaml_model(text: str, model: type[M], file: str = "<yaml>") -> M:
+    """Validate YAML text against a pydantic model; raise :class:`SpecError` naming file, line and field."""
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
@@ -488,15 +489,20 @@ def parse_spec(text: str, file: str = "<spec>", source: Path | None = None) -> S
         line = mark.line + 1 if mark else None
         raise SpecError([SpecIssue(file, line, "", f"invalid YAML: {exc.problem or exc}")]) from None
     if root is None or data is None:
-        raise SpecError([SpecIssue(file, 1, "", "the spec is empty")])
+        raise SpecError([SpecIssue(file, 1, "", "the file is empty")])
     if not isinstance(data, dict):
-        raise SpecError([SpecIssue(file, 1, "", "the spec must be a mapping of keys (name, classes, ...)")])
+        raise SpecError([SpecIssue(file, 1, "", "the file must be a mapping of keys")])
     lines: dict[Loc, int] = {}
     _line_map(root, (), lines, file)
     try:
-        spec = Spec.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         raise SpecError(_issues_from(exc, data, lines, file)) from None
+
+
+def parse_spec(text: str, file: str = "<spec>", source: Path | None = None) -> Spec:
+    """Validate a spec from YAML text; raise :class:`SpecError` naming file, line and field."""
+    spec = parse_yaml_model(text, Spec, file)
     spec._source = source
     return spec
 

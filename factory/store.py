@@ -36,6 +36,9 @@ CREATE TABLE IF NOT EXISTS runs (
     finished_at TIMESTAMPTZ, requests INTEGER DEFAULT 0, cached INTEGER DEFAULT 0,
     prompt_tokens BIGINT DEFAULT 0, completion_tokens BIGINT DEFAULT 0, cost_usd DOUBLE DEFAULT 0,
     message VARCHAR);
+CREATE TABLE IF NOT EXISTS elicitations (
+    spec_hash VARCHAR NOT NULL, version INTEGER NOT NULL, source VARCHAR NOT NULL, model VARCHAR NOT NULL,
+    digest VARCHAR NOT NULL, created_at TIMESTAMPTZ NOT NULL, PRIMARY KEY (spec_hash, version));
 CREATE TABLE IF NOT EXISTS attribute_values (
     spec_hash VARCHAR NOT NULL, version INTEGER NOT NULL, dimension VARCHAR NOT NULL,
     class VARCHAR NOT NULL, value VARCHAR NOT NULL, source VARCHAR NOT NULL, kept BOOLEAN NOT NULL,
@@ -69,10 +72,14 @@ CREATE TABLE IF NOT EXISTS filter_decisions (
 CREATE TABLE IF NOT EXISTS metrics (
     spec_hash VARCHAR NOT NULL, run_id VARCHAR, scope VARCHAR NOT NULL, name VARCHAR NOT NULL,
     value DOUBLE, created_at TIMESTAMPTZ NOT NULL);
+CREATE TABLE IF NOT EXISTS embeddings (
+    text_hash VARCHAR NOT NULL, model VARCHAR NOT NULL, vector FLOAT[] NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL, PRIMARY KEY (text_hash, model));
 CREATE TABLE IF NOT EXISTS evaluations (
-    eval_id VARCHAR PRIMARY KEY, spec_hash VARCHAR NOT NULL, trainer VARCHAR NOT NULL,
+    eval_id VARCHAR PRIMARY KEY, spec_hash VARCHAR NOT NULL, method VARCHAR, trainer VARCHAR NOT NULL,
     train_source VARCHAR NOT NULL, test_set VARCHAR NOT NULL, n_train INTEGER NOT NULL,
-    accuracy DOUBLE, macro_f1 DOUBLE, per_class JSON, confusion JSON, details JSON,
+    budget_fraction DOUBLE NOT NULL, requests INTEGER, tokens BIGINT, cost_usd DOUBLE,
+    accuracy DOUBLE, macro_f1 DOUBLE, micro_f1 DOUBLE, per_class JSON, confusion JSON, details JSON,
     created_at TIMESTAMPTZ NOT NULL);
 """
 
@@ -196,6 +203,39 @@ class Store:
     def runs(self, spec_name: str | None = None) -> list[dict[str, Any]]:
         sql = "SELECT * FROM runs" + (" WHERE spec_name = ?" if spec_name else "") + " ORDER BY started_at"
         return self._dicts(sql, [spec_name] if spec_name else [])
+
+    # ---- elicited attributes -------------------------------------------------------------------------
+
+    def latest_elicitation(self, spec_hash: str) -> tuple[int, str | None]:
+        """The newest version of a spec's attribute values and its content digest (0, None if none)."""
+        row = self.con.execute("SELECT version, digest FROM elicitations WHERE spec_hash = ?"
+                               " ORDER BY version DESC LIMIT 1", [spec_hash]).fetchone()
+        return (row[0], row[1]) if row else (0, None)
+
+    def save_elicitation(self, spec_hash: str, source: str, model: str, digest: str,
+                         values: Sequence[tuple[str, str, str, bool]], similar: Sequence[tuple[str, str, int]],
+                         caf: Sequence[tuple[str, str, str, bool, str, str]]) -> int:
+        """A new version of a spec's attribute values (dimension, class, value, kept), similar classes
+        (class, similar class, rank) and CAF decisions (dimension, class, value, dropped, relevant_to,
+        reason), in one transaction; returns the version."""
+        version = self.latest_elicitation(spec_hash)[0] + 1
+        t = now()
+        with self.transaction() as con:
+            con.execute("INSERT INTO elicitations VALUES (?, ?, ?, ?, ?, ?)", [spec_hash, version, source, model,
+                                                                              digest, t])
+            if values:
+                con.executemany("INSERT INTO attribute_values VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                                [(spec_hash, version, d, c, v, source, k, t) for d, c, v, k in values])
+            if similar:
+                con.executemany("INSERT INTO similar_classes VALUES (?, ?, ?, ?, ?, ?)",
+                                [(spec_hash, version, c, s, r, t) for c, s, r in similar])
+            if caf:
+                con.executemany("INSERT INTO caf_decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                                [(spec_hash, version, *row, t) for row in caf])
+        return version
+
+    def purpose_counts(self) -> dict[str, int]:
+        return dict(self.con.execute("SELECT purpose, count(*) FROM llm_requests GROUP BY 1").fetchall())
 
     # ---- the LLM request cache -------------------------------------------------------------------
 

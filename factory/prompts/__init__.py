@@ -52,20 +52,27 @@ class PromptRenderer:
             return self.env.from_string(self.spec.resolve_path(override).read_text(encoding="utf-8"))
         return self.env.get_template(f"{self.spec.generation.method}.user.j2")
 
+    def display(self, class_name: str) -> str:
+        """How a class is named in prompts: its description, else its name with ``_`` as spaces."""
+        for c in self.spec.classes:
+            if c.name == class_name:
+                return c.description or c.name.replace("_", " ")
+        return class_name
+
     def base_context(self) -> dict[str, Any]:
         return {
             "domain": self.spec.domain,
             "data_source": self.spec.data_source,
-            "labels": self.spec.class_names,
+            "labels": [self.display(c) for c in self.spec.class_names],
             "max_words": self.spec.filters.max_words or 100,
         }
 
     def render(self, name: str, **context: Any) -> str:
         """Render a packaged template, e.g. ``zeroshot.diversity``."""
-        return self.env.get_template(f"{name}.j2").render(**self.base_context(), **context).strip()
+        return self.env.get_template(f"{name}.j2").render({**self.base_context(), **context}).strip()
 
     def user(self, **context: Any) -> str:
-        return self.user_template.render(**self.base_context(), **context).strip()
+        return self.user_template.render({**self.base_context(), **context}).strip()
 
     def messages(self, **context: Any) -> list[Message]:
         """The opening messages of a request for this spec's method."""

@@ -1,0 +1,197 @@
+"""Eliciting what the spec leaves open, through the engine (cache, budget, retries).
+
+AttrPrompt (Yu et al., 2023): the k most similar classes of each class; attribute values per dimension,
+per class for class-dependent dimensions (asked to be unrelated to the similar classes); then
+class-agnostic filtering (CAF): a class-dependent value judged relevant to a similar class is dropped.
+Multi-label specs merge class-dependent values across classes instead of filtering them.
+
+Replies are requested as JSON through ``response_format`` (a schema; enum-constrained for class names and
+yes/no) and parsed leniently, so servers without structured outputs work too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import openai
+
+from factory.attributes import ALL
+from factory.listparse import match_names, parse_list, parse_yes_no
+from factory.llm.engine import Engine, LLMRequest
+from factory.prompts import PromptRenderer
+from factory.spec import AttributeSpec, Spec
+
+log = logging.getLogger("factory.elicit")
+MAX_ASKS = 3
+TOKENS_PER_VALUE = 16
+
+
+class ElicitationError(RuntimeError):
+    """The model gave no usable answer after every re-ask."""
+
+
+@dataclass(frozen=True)
+class CafDecision:
+    """One class-agnostic filtering judgement of a class-dependent value."""
+
+    dimension: str
+    class_name: str
+    value: str
+    dropped: bool
+    relevant_to: list[str]
+    reason: str
+
+
+@dataclass
+class Elicited:
+    """Elicited values (kept after CAF), similar classes, the CAF decisions and dropped class names."""
+
+    values: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+    similar: dict[str, list[str]] = field(default_factory=dict)
+    caf: list[CafDecision] = field(default_factory=list)
+    unknown_similar: dict[str, list[str]] = field(default_factory=dict)
+
+
+def list_schema(n: int, enum: list[str] | None = None) -> dict[str, Any]:
+    item: dict[str, Any] = {"type": "string", "enum": enum} if enum else {"type": "string", "maxLength": 60}
+    return {"type": "json_schema", "json_schema": {"name": "values", "strict": True, "schema": {
+        "type": "object", "additionalProperties": False, "required": ["values"],
+        "properties": {"values": {"type": "array", "items": item, "minItems": n, "maxItems": n}}}}}
+
+
+JUDGEMENT_SCHEMA = {"type": "json_schema", "json_schema": {"name": "judgement", "strict": True, "schema": {
+    "type": "object", "additionalProperties": False, "required": ["answer", "reason"],
+    "properties": {"answer": {"type": "string", "enum": ["yes", "no"]},
+                   "reason": {"type": "string", "maxLength": 200}}}}}
+
+
+class Elicitor:
+    """Asks the spec's model for similar classes, attribute values and CAF judgements."""
+
+    def __init__(self, spec: Spec, engine: Engine):
+        self.spec = spec
+        self.engine = engine
+        self.renderer = PromptRenderer(spec)
+        self.structured = True
+
+    async def ask(self, prompt: str, schema: dict[str, Any], max_tokens: int, attempt: int) -> str:
+        """One request (attempt ``attempt`` of a question); falls back to plain text where the server
+        rejects ``response_format``."""
+        gen = self.spec.generation
+        params: dict[str, Any] = {"temperature": 0.7, "top_p": gen.top_p, "max_tokens": max_tokens,
+                                  "seed": gen.seed + attempt}
+        if self.structured:
+            params["response_format"] = schema
+        request = LLMRequest([{"role": "user", "content": prompt}], gen.model, params, attempt, "elicit")
+        try:
+            return (await self.engine.complete(request)).choices[0]
+        except openai.BadRequestError:
+            if not self.structured:
+                raise
+            log.warning("the endpoint rejects response_format; eliciting as plain text")
+            self.structured = False
+            return await self.ask(prompt, schema, max_tokens, attempt)
+
+    async def ask_list(self, prompt: str, n: int, what: str, enum: list[str] | None = None,
+                       exclude: list[str] | None = None) -> list[str]:
+        """Up to ``n`` unique values, re-asking (with another seed) while too few came back."""
+        found: list[str] = []
+        for attempt in range(MAX_ASKS):
+            reply = await self.ask(prompt, list_schema(n, enum), TOKENS_PER_VALUE * n + 24, attempt)
+            seen = {v.lower() for v in found} | {v.lower() for v in exclude or []}
+            found += [v for v in parse_list(reply) if v.lower() not in seen and not seen.add(v.lower())]
+            if len(found) >= n:
+                return found[:n]
+        if not found:
+            raise ElicitationError(f"no usable {what} from {self.spec.generation.model} after {MAX_ASKS} asks")
+        log.warning("only %d of %d %s after %d asks", len(found), n, what, MAX_ASKS)
+        return found
+
+    async def similar_classes(self, class_name: str) -> tuple[list[str], list[str]]:
+        """The k classes most similar to ``class_name``: validated names, and the unknown ones dropped."""
+        k = self.spec.similar_classes.k
+        others = [c for c in self.spec.class_names if c != class_name]
+        k = min(k, len(others))
+        if k == 0:
+            return [], []
+        prompt = self.renderer.render("elicit.similar", labels=self.spec.class_names, label=class_name, k=k)
+        # names, not descriptions: the answer must be one of the class names
+        reply = await self.ask(prompt, list_schema(k, others), 12 * k + 24, 0)
+        matched, unknown = match_names(parse_list(reply), others)
+        if unknown:
+            log.warning("similar classes of %r: dropped unknown names %s", class_name, unknown)
+        return matched[:k], unknown
+
+    async def values(self, dimension: str, attr: AttributeSpec, similar: dict[str, list[str]]) -> dict[str, list[str]]:
+        n = attr.elicit.n if attr.elicit else 10
+        description = attr.description or (attr.elicit.instructions if attr.elicit else None)
+        if not attr.per_class:
+            prompt = self.renderer.render("elicit.values", n=n, dimension=dimension, description=description)
+            return {ALL: await self.ask_list(prompt, n, f"{dimension} values")}
+
+        async def for_class(name: str) -> list[str]:
+            prompt = self.renderer.render("elicit.class_values", n=n, dimension=dimension,
+                                          label=self.renderer.display(name), description=description,
+                                          similar=[self.renderer.display(s) for s in similar.get(name, [])])
+            return await self.ask_list(prompt, n, f"{dimension} values for {name}")
+
+        lists = await asyncio.gather(*(for_class(c) for c in self.spec.class_names))
+        return dict(zip(self.spec.class_names, lists))
+
+    async def judge(self, dimension: str, class_name: str, value: str, others: list[str]) -> CafDecision:
+        """CAF: is ``value`` (of ``class_name``) relevant to any of its similar classes? Then drop it."""
+        prompt = self.renderer.render("elicit.caf", dimension=dimension, value=value,
+                                      others=[self.renderer.display(o) for o in others])
+        reply = await self.ask(prompt, JUDGEMENT_SCHEMA, 64, 0)
+        verdict = parse_yes_no(reply)
+        reason = reply.strip()[:300] if verdict is not None else f"undecidable reply, kept: {reply.strip()[:200]}"
+        return CafDecision(dimension, class_name, value, verdict is True, others if verdict else [], reason)
+
+    async def run(self, dimensions: list[str], need_similar: bool) -> Elicited:
+        """Similar classes first (the value prompts name them), then values, then CAF."""
+        out = Elicited()
+        if need_similar:
+            pairs = await asyncio.gather(*(self.similar_classes(c) for c in self.spec.class_names))
+            out.similar = {c: p[0] for c, p in zip(self.spec.class_names, pairs)}
+            out.unknown_similar = {c: p[1] for c, p in zip(self.spec.class_names, pairs) if p[1]}
+        similar = out.similar or dict(self.spec.similar_classes.given or {})
+        attrs = self.spec.attributes
+        lists = await asyncio.gather(*(self.values(d, attrs[d], similar) for d in dimensions))
+        out.values = dict(zip(dimensions, lists))
+        for dim in dimensions:
+            if not attrs[dim].per_class:
+                continue
+            if self.spec.task == "multilabel":
+                out.values[dim] = {ALL: merge_values(out.values[dim].values())}
+            elif self.spec.filters.caf:
+                out.values[dim], decisions = await self.class_agnostic_filter(dim, out.values[dim], similar)
+                out.caf += decisions
+        return out
+
+    async def class_agnostic_filter(self, dimension: str, values: dict[str, list[str]],
+                                    similar: dict[str, list[str]]) -> tuple[dict[str, list[str]], list[CafDecision]]:
+        jobs = [self.judge(dimension, c, v, similar[c]) for c, vs in values.items() for v in vs if similar.get(c)]
+        decisions = list(await asyncio.gather(*jobs))
+        dropped = {(d.class_name, d.value) for d in decisions if d.dropped}
+        kept = {c: [v for v in vs if (c, v) not in dropped] for c, vs in values.items()}
+        for c, vs in kept.items():
+            if not vs:  # never leave a class without values: keep them all, and say so
+                log.warning("CAF would drop every %s value of %r; keeping them", dimension, c)
+                kept[c] = values[c]
+        return kept, decisions
+
+
+def merge_values(lists: Any) -> list[str]:
+    """The union of several value lists, first spelling kept (case-insensitive)."""
+    seen: set[str] = set()
+    return [v for vs in lists for v in vs if v.lower() not in seen and not seen.add(v.lower())]
+
+
+async def suggest_dimensions(spec: Spec, engine: Engine, n: int = 5) -> list[str]:
+    """Ask the model which attribute dimensions matter for diverse data of this domain and task."""
+    elicitor = Elicitor(spec, engine)
+    prompt = elicitor.renderer.render("elicit.dimensions", n=n)
+    return await elicitor.ask_list(prompt, n, "attribute dimensions")

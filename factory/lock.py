@@ -1,0 +1,130 @@
+"""The lock file: elicited values, similar classes and CAF decisions, committed next to the spec.
+
+``factory lock specs/agnews.yaml`` writes ``specs/agnews.lock.yaml`` so that a reviewer sees in a pull
+request what the LLM proposed. ``factory run`` uses the lock when present (no re-elicitation, the same
+prompts bit for bit); ``--refresh`` elicits again. Hand edits are honoured, and validated like the spec.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+import yaml
+from pydantic import Field, field_validator
+
+from factory.attributes import ALL, AttributeSet, build_attribute_set, elicited_dimensions, needs_similar
+from factory.elicit import CafDecision, Elicited
+from factory.llm.engine import digest
+from factory.spec import Spec, SpecError, SpecIssue, StrictModel, parse_yaml_model
+
+HEADER = ("# attrfactory lock file, written by `factory lock`: what the LLM elicited for this spec.\n"
+          "# Review it like code. Hand edits are honoured (and validated); `factory lock --refresh` redoes it.\n")
+
+
+class LockedCaf(StrictModel):
+    value: str
+    dropped: bool
+    relevant_to: list[str] = Field(default_factory=list)
+    reason: str = ""
+
+
+class LockedDimension(StrictModel):
+    values: list[str] | dict[str, list[str]]
+
+    @field_validator("values")
+    @classmethod
+    def _non_empty(cls, value: list[str] | dict[str, list[str]]) -> list[str] | dict[str, list[str]]:
+        for items in value.values() if isinstance(value, dict) else [value]:
+            if not items or any(not str(v).strip() for v in items):
+                raise ValueError("values must be non-empty strings, at least one")
+            if len({v.strip().lower() for v in items}) != len(items):
+                raise ValueError("values must not repeat (case-insensitive)")
+        return value
+
+
+class LockFile(StrictModel):
+    spec: str
+    inputs_hash: str
+    model: str
+    created: str
+    similar_classes: dict[str, list[str]] = Field(default_factory=dict)
+    attributes: dict[str, LockedDimension] = Field(default_factory=dict)
+    caf: dict[str, dict[str, list[LockedCaf]]] = Field(default_factory=dict)
+
+
+def lock_path(spec: Spec) -> Path:
+    """``specs/agnews.yaml`` -> ``specs/agnews.lock.yaml``."""
+    if spec.source is None:
+        raise ValueError("a spec without a file has no lock file")
+    return spec.source.with_name(f"{spec.source.stem}.lock.yaml")
+
+
+def inputs_hash(spec: Spec) -> str:
+    """What the elicitation depended on: a lock made for other inputs is stale."""
+    return digest({
+        "classes": [c.model_dump() for c in spec.classes], "domain": spec.domain, "task": spec.task,
+        "attributes": {d: spec.attributes[d].model_dump() for d in elicited_dimensions(spec)},
+        "k": spec.similar_classes.k if needs_similar(spec) else 0, "caf": spec.filters.caf,
+        "model": spec.generation.model})[:16]
+
+
+def to_lock(spec: Spec, elicited: Elicited) -> LockFile:
+    caf: dict[str, dict[str, list[LockedCaf]]] = {}
+    for d in elicited.caf:
+        caf.setdefault(d.dimension, {}).setdefault(d.class_name, []).append(
+            LockedCaf(value=d.value, dropped=d.dropped, relevant_to=d.relevant_to, reason=d.reason))
+    dims = {d: LockedDimension(values=v[ALL] if set(v) == {ALL} else v) for d, v in elicited.values.items()}
+    return LockFile(spec=spec.name, inputs_hash=inputs_hash(spec), model=spec.generation.model,
+                    created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                    similar_classes=elicited.similar, attributes=dims, caf=caf)
+
+
+def write_lock(path: Path, lock: LockFile) -> None:
+    body = yaml.safe_dump(lock.model_dump(mode="json"), sort_keys=False, allow_unicode=True, width=110)
+    path.write_text(HEADER + body, encoding="utf-8")
+
+
+def read_lock(path: Path) -> LockFile:
+    return parse_yaml_model(path.read_text(encoding="utf-8"), LockFile, str(path))
+
+
+def check_lock(spec: Spec, lock: LockFile, path: Path) -> None:
+    """Raise :class:`SpecError` where the lock does not fit the spec (stale, or a hand edit gone wrong)."""
+    issues: list[SpecIssue] = []
+    where = str(path)
+    if lock.inputs_hash != inputs_hash(spec):
+        issues.append(SpecIssue(where, None, "inputs_hash", "the lock was made for other spec inputs (classes, "
+                                "elicited attributes, k, caf or model changed): run 'factory lock --refresh'"))
+    names = set(spec.class_names)
+    for dim in elicited_dimensions(spec):
+        locked = lock.attributes.get(dim)
+        if locked is None:
+            issues.append(SpecIssue(where, None, f"attributes.{dim}", "missing: run 'factory lock --refresh'"))
+        elif isinstance(locked.values, dict):
+            missing, unknown = names - set(locked.values), set(locked.values) - names
+            if missing or unknown:
+                issues.append(SpecIssue(where, None, f"attributes.{dim}.values",
+                                        f"classes missing {sorted(missing)}, unknown {sorted(unknown)}"))
+    for cls, similar in lock.similar_classes.items():
+        bad = [s for s in [cls, *similar] if s not in names]
+        if bad:
+            issues.append(SpecIssue(where, None, f"similar_classes.{cls}", f"unknown classes {bad}"))
+    if needs_similar(spec) and set(lock.similar_classes) != names:
+        issues.append(SpecIssue(where, None, "similar_classes", f"needs every class: {sorted(names)}"))
+    if issues:
+        raise SpecError(issues)
+
+
+def attribute_set(spec: Spec, lock: LockFile | None) -> AttributeSet:
+    """The spec's given values and the lock's elicited ones, as one attribute set."""
+    if lock is None:
+        return build_attribute_set(spec)
+    elicited = {d: (dict(a.values) if isinstance(a.values, dict) else {ALL: list(a.values)})
+                for d, a in lock.attributes.items()}
+    return build_attribute_set(spec, elicited, lock.similar_classes)
+
+
+def caf_decisions(lock: LockFile) -> list[CafDecision]:
+    return [CafDecision(dim, cls, d.value, d.dropped, d.relevant_to, d.reason)
+            for dim, by_class in lock.caf.items() for cls, ds in by_class.items() for d in ds]

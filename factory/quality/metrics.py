@@ -1,0 +1,389 @@
+"""Diversity and real-vs-generated similarity metrics over sentence embeddings: small pure functions.
+
+Conventions shared by every function here:
+
+* ``emb`` is an array of shape ``(N, d)`` (float32 or float64; anything else is converted to float64),
+  one row per text. Rows are compared by cosine similarity ``cos(x, y) = x·y / (||x|| ||y||)``.
+* A row whose L2 norm is 0 has no direction, so its cosine is undefined: such rows are left out of
+  every similarity metric (they do not count in ``N`` either). :func:`normalize` keeps them as zeros.
+* A metric with too few rows to be defined (no pair to average over) returns ``nan``;
+  :func:`diversity_report` turns ``nan`` into ``None`` so that its result is valid JSON.
+* Nothing builds the ``N x N`` similarity matrix. The all-pairs means (APS, remote clique, cross-class
+  similarity) are exact in ``O(N·d)`` from the sum of the unit rows, accumulated in float64; the
+  nearest-neighbour metrics (Chamfer, top-k) multiply float32 blocks of ``chunk_size`` rows, so the
+  working memory is ``O(chunk_size · N)`` and 100k x 384 embeddings fit in a couple of GiB.
+
+References: average pairwise similarity (APS) as in AttrPrompt (Yu et al., 2023, "Large Language Model
+as Attributed Training Data Generator"); remote clique, Chamfer distance and top-k similarity as in
+Li et al., 2023 ("Synthetic Data Generation with Large Language Models for Text Classification:
+Potential and Limitations").
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Hashable, Sequence
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+__all__ = [
+    "aps_by_class",
+    "average_pairwise_similarity",
+    "chamfer_distance",
+    "cross_class_similarity",
+    "diversity_report",
+    "inter_class_aps",
+    "normalize",
+    "remote_clique",
+    "top_k_similarity",
+    "vocabulary_size",
+]
+
+TOKEN = re.compile(r"[a-z0-9']+")
+DEFAULT_CHUNK = 4096
+# Rows of unit vectors handled at a time by the O(N·d) sums (bounds the float64 temporaries).
+_SUM_CHUNK = 16384
+# Smallest block width of the block-maxima top-k selection (see _row_top_k_sum).
+_TOPK_MIN_BLOCK = 16
+
+
+# --------------------------------------------------------------------------------------------------
+# helpers
+
+
+def _as_2d_float(emb: ArrayLike) -> NDArray[np.floating[Any]]:
+    """``emb`` as a 2-D float32/float64 array (other dtypes become float64); no copy when possible."""
+    arr = np.asarray(emb)
+    if arr.dtype != np.float32 and arr.dtype != np.float64:
+        arr = arr.astype(np.float64)
+    if arr.ndim != 2:
+        raise ValueError(f"embeddings must have shape (N, d), got shape {arr.shape}")
+    return arr
+
+
+def _row_norms(arr: NDArray[np.floating[Any]]) -> NDArray[np.float64]:
+    """L2 norm of every row, computed in float64."""
+    norms = np.empty(arr.shape[0], dtype=np.float64)
+    for i0 in range(0, arr.shape[0], _SUM_CHUNK):
+        block = arr[i0 : i0 + _SUM_CHUNK].astype(np.float64, copy=False)
+        norms[i0 : i0 + _SUM_CHUNK] = np.sqrt(np.einsum("ij,ij->i", block, block))
+    return norms
+
+
+def _unit_sum(emb: ArrayLike) -> tuple[NDArray[np.float64], float, int]:
+    """``(s, q, n)``: sum ``s`` of the unit rows, sum ``q`` of their squared norms, count ``n``.
+
+    Zero rows are left out. For exact unit vectors ``q == n``; using the computed ``q`` instead of
+    ``n`` in the APS formula cancels the rounding of the normalisation exactly (it removes the
+    diagonal terms ``u_i·u_i`` that were actually summed).
+    """
+    arr = _as_2d_float(emb)
+    s = np.zeros(arr.shape[1], dtype=np.float64)
+    q = 0.0
+    n = 0
+    for i0 in range(0, arr.shape[0], _SUM_CHUNK):
+        block = arr[i0 : i0 + _SUM_CHUNK].astype(np.float64, copy=False)
+        norms = np.sqrt(np.einsum("ij,ij->i", block, block))
+        keep = norms > 0
+        if not keep.all():
+            block, norms = block[keep], norms[keep]
+        unit = block / norms[:, None]
+        s += unit.sum(axis=0)
+        q += float(np.einsum("ij,ij->", unit, unit))
+        n += unit.shape[0]
+    return s, q, n
+
+
+def _unit_rows32(emb: ArrayLike) -> NDArray[np.float32]:
+    """The non-zero rows of ``emb`` scaled to unit L2 norm (norm computed in float64), as float32."""
+    arr = _as_2d_float(emb)
+    norms = _row_norms(arr)
+    keep = norms > 0
+    if not keep.all():
+        arr, norms = arr[keep], norms[keep]
+    out = np.empty(arr.shape, dtype=np.float32)
+    for i0 in range(0, arr.shape[0], _SUM_CHUNK):
+        block = arr[i0 : i0 + _SUM_CHUNK]
+        out[i0 : i0 + _SUM_CHUNK] = block / norms[i0 : i0 + _SUM_CHUNK, None].astype(block.dtype)
+    return out
+
+
+def _check_chunk(chunk_size: int) -> None:
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+
+
+def _class_indices(labels: Sequence[Hashable], n: int) -> dict[str, NDArray[np.intp]]:
+    """Row indices of every class, keyed by ``str(label)``, in sorted key order."""
+    if len(labels) != n:
+        raise ValueError(f"{len(labels)} labels for {n} embeddings")
+    groups: dict[str, list[int]] = {}
+    for i, label in enumerate(labels):
+        groups.setdefault(str(label), []).append(i)
+    return {key: np.asarray(groups[key], dtype=np.intp) for key in sorted(groups)}
+
+
+def _row_top_k_sum(sims: NDArray[np.float32], k: int) -> NDArray[np.float64]:
+    """Sum of the ``k`` largest entries of every row of ``sims`` (shape ``(c, m)``, ``m >= k``).
+
+    Exact, and much cheaper than ``np.partition`` on long rows. The first ``B * b`` columns are cut
+    into ``B`` blocks of ``b`` columns (``b ≈ sqrt(m / k)``), the rest (fewer than ``b``) is the tail.
+    A row's ``k`` largest entries lie, ties aside, in the tail and the ``k`` blocks of largest maxima:
+    for the i-th largest value ``v_i``, either at least ``k`` blocks have a maximum ``>= v_i`` (then
+    the ``k`` chosen blocks hold ``k >= i`` entries ``>= v_i``) or fewer do (then all of them are
+    chosen and every entry ``>= v_i`` is kept); so the i-th largest kept value is ``v_i``. One
+    reduction pass over ``sims`` gives the block maxima; only ``k * b + tail`` candidates per row are
+    then partitioned. The selected values are clipped to ``[-1, 1]`` (clipping is monotone, so the
+    selection is the same as on clipped similarities).
+    """
+    c, m = sims.shape
+    if k == 1:
+        return np.clip(sims.max(axis=1).astype(np.float64), -1.0, 1.0)
+    width = max(_TOPK_MIN_BLOCK, math.isqrt(m // k))
+    n_blocks = m // width
+    if n_blocks <= k:
+        cand = sims
+    else:
+        main = sims[:, : n_blocks * width].reshape(c, n_blocks, width)  # a view: rows stay strided
+        block_max = main.max(axis=2)
+        top_blocks = np.argpartition(block_max, n_blocks - k, axis=1)[:, n_blocks - k :]
+        cand = main[np.arange(c)[:, None], top_blocks].reshape(c, k * width)
+        if n_blocks * width < m:
+            cand = np.concatenate([cand, sims[:, n_blocks * width :]], axis=1)
+    n_cand = cand.shape[1]
+    top = np.partition(cand, n_cand - k, axis=1)[:, n_cand - k :].astype(np.float64)
+    return np.clip(top, -1.0, 1.0).sum(axis=1)
+
+
+def _nan_to_none(value: float) -> float | None:
+    return None if math.isnan(value) else float(value)
+
+
+# --------------------------------------------------------------------------------------------------
+# metrics
+
+
+def vocabulary_size(texts: Sequence[str]) -> int:
+    """Number of distinct word tokens: ``|∪_t tokens(lower(t))|`` with tokens = regex ``[a-z0-9']+``.
+
+    The regex runs on the lowercased text, so other characters (punctuation, non-ASCII letters)
+    separate tokens and never appear in them.
+    """
+    vocab: set[str] = set()
+    for text in texts:
+        vocab.update(TOKEN.findall(text.lower()))
+    return len(vocab)
+
+
+def normalize(emb: ArrayLike) -> NDArray[np.floating[Any]]:
+    """Rows scaled to unit L2 norm: ``u_i = x_i / ||x_i||``; a zero row stays a zero row.
+
+    Returns a new array of the input's float dtype (float32 or float64; other dtypes give float64).
+    The norms are computed in float64.
+    """
+    arr = _as_2d_float(emb)
+    norms = _row_norms(arr)
+    norms[norms == 0] = 1.0
+    return (arr / norms[:, None].astype(arr.dtype)).astype(arr.dtype, copy=False)
+
+
+def average_pairwise_similarity(emb: ArrayLike) -> float:
+    """APS: mean cosine similarity over all unordered pairs ``i < j`` (AttrPrompt).
+
+    ``APS = 2/(N(N-1)) Σ_{i<j} u_i·u_j = (||s||² - N) / (N(N-1))`` with ``u_i`` the unit rows,
+    ``s = Σ_i u_i`` and ``N`` the number of non-zero rows (zero rows are excluded), because
+    ``||s||² = Σ_i ||u_i||² + 2 Σ_{i<j} u_i·u_j`` and ``||u_i||² = 1``. ``O(N·d)``, float64
+    accumulation (``N`` is taken as the computed ``Σ_i ||u_i||²``, equal to ``N`` up to rounding).
+    ``nan`` if ``N < 2``. Lower means more diverse.
+    """
+    s, q, n = _unit_sum(emb)
+    if n < 2:
+        return math.nan
+    return float((s @ s - q) / (n * (n - 1)))
+
+
+def cross_class_similarity(emb_a: ArrayLike, emb_b: ArrayLike) -> float:
+    """Mean cosine similarity over all pairs ``(a, b) ∈ A x B``: ``(s_A · s_B) / (|A| |B|)``.
+
+    ``s_A``, ``s_B`` are the sums of the unit rows of each set, ``|A|``, ``|B|`` their numbers of
+    non-zero rows. ``O((|A| + |B|)·d)``. ``nan`` if either set has no non-zero row.
+    """
+    s_a, _, n_a = _unit_sum(emb_a)
+    s_b, _, n_b = _unit_sum(emb_b)
+    if s_a.shape != s_b.shape:
+        raise ValueError(f"dimension mismatch: {s_a.shape[0]} vs {s_b.shape[0]}")
+    if n_a == 0 or n_b == 0:
+        return math.nan
+    return float((s_a @ s_b) / (n_a * n_b))
+
+
+def aps_by_class(emb: ArrayLike, labels: Sequence[Hashable]) -> dict[str, float]:
+    """APS within each class: ``{str(c): average_pairwise_similarity(emb[labels == c])}``.
+
+    Keys are ``str(label)`` in sorted order; a class with fewer than 2 non-zero rows maps to ``nan``.
+    """
+    arr = _as_2d_float(emb)
+    return {
+        key: average_pairwise_similarity(arr[idx])
+        for key, idx in _class_indices(labels, arr.shape[0]).items()
+    }
+
+
+def inter_class_aps(emb: ArrayLike, labels: Sequence[Hashable]) -> float:
+    """Mean over unordered class pairs ``c < c'`` of ``cross_class_similarity(emb[c], emb[c'])``.
+
+    ``= (1/P) Σ_{c<c'} (s_c · s_c') / (n_c n_c')`` with ``s_c`` the sum of the unit rows of class
+    ``c``, ``n_c`` its number of non-zero rows, and ``P`` the number of pairs of classes that have at
+    least one non-zero row each. Each class pair weighs the same, whatever the class sizes.
+    ``O(N·d + K²·d)``. ``nan`` with fewer than 2 such classes. Higher than the within-class APS
+    means the classes are hard to tell apart.
+    """
+    arr = _as_2d_float(emb)
+    sums, counts = [], []
+    for idx in _class_indices(labels, arr.shape[0]).values():
+        s, _, n = _unit_sum(arr[idx])
+        if n > 0:
+            sums.append(s)
+            counts.append(n)
+    if len(sums) < 2:
+        return math.nan
+    mat = np.stack(sums)
+    cnt = np.asarray(counts, dtype=np.float64)
+    cross = (mat @ mat.T) / np.outer(cnt, cnt)
+    iu = np.triu_indices(len(sums), k=1)
+    return float(cross[iu].mean())
+
+
+def remote_clique(emb: ArrayLike) -> float:
+    """Remote clique score (Li et al., 2023): mean over points of the mean cosine distance to the others.
+
+    ``RC = (1/N) Σ_i (1/(N-1)) Σ_{j≠i} (1 - u_i·u_j) = 1 - (1/(N(N-1))) Σ_{i≠j} u_i·u_j = 1 - APS``,
+    so it is computed exactly in ``O(N·d)`` from :func:`average_pairwise_similarity` (``N`` = non-zero
+    rows). ``nan`` if ``N < 2``. Higher means more diverse.
+    """
+    return 1.0 - average_pairwise_similarity(emb)
+
+
+def chamfer_distance(emb: ArrayLike, chunk_size: int = DEFAULT_CHUNK) -> float:
+    """Chamfer distance (Li et al., 2023): mean over points of the cosine distance to the nearest other point.
+
+    ``CD = (1/N) Σ_i min_{j≠i} (1 - u_i·u_j) = 1 - (1/N) Σ_i max_{j≠i} u_i·u_j`` over the ``N``
+    non-zero rows; only the point itself is excluded, so a duplicate text counts as distance 0.
+    Each similarity is clipped to ``[-1, 1]``. ``nan`` if ``N < 2``. Higher means more diverse.
+
+    Computed by blocks of ``chunk_size`` rows with float32 matmuls, using the symmetry of the
+    similarity: block ``[i0, i1)`` is multiplied only with the rows ``[i0, N)``, and the block's row
+    maxima update rows ``[i0, i1)`` while its column maxima update rows ``[i0, N)`` (the diagonal is
+    masked). This is ``≈ N²d`` flops (half the full product) and ``chunk_size · N`` float32 of memory.
+    """
+    _check_chunk(chunk_size)
+    unit = _unit_rows32(emb)
+    n = unit.shape[0]
+    if n < 2:
+        return math.nan
+    best = np.full(n, -np.inf, dtype=np.float32)
+    # one buffer for every block: fresh multi-GB arrays per block would page-fault on every chunk
+    buf = np.empty(min(chunk_size, n) * n, dtype=np.float32)
+    for i0 in range(0, n, chunk_size):
+        i1 = min(i0 + chunk_size, n)
+        sims = buf[: (i1 - i0) * (n - i0)].reshape(i1 - i0, n - i0)
+        np.matmul(unit[i0:i1], unit[i0:].T, out=sims)  # column j is row i0 + j
+        diag = np.arange(i1 - i0)
+        sims[diag, diag] = -np.inf
+        np.maximum(best[i0:i1], sims.max(axis=1), out=best[i0:i1])
+        np.maximum(best[i0:], sims.max(axis=0), out=best[i0:])
+    del buf
+    nearest = np.clip(best.astype(np.float64), -1.0, 1.0)
+    return float(1.0 - nearest.mean())
+
+
+def top_k_similarity(
+    real_emb: ArrayLike,
+    generated_emb: ArrayLike,
+    k: int = 5,
+    chunk_size: int = DEFAULT_CHUNK,
+) -> float:
+    """Top-k similarity (Li et al., 2023): how close the generated set comes to each real text.
+
+    ``TopK = (1/R) Σ_r (1/k) Σ_{g ∈ top_k(r)} u_r·v_g``, where ``top_k(r)`` are the ``k`` generated
+    rows of highest cosine similarity to the real row ``r`` (ties broken arbitrarily, which does not
+    change the sum), ``R`` the number of non-zero real rows. Each similarity is clipped to
+    ``[-1, 1]``. ``nan`` if there is no non-zero real row or fewer than ``k`` non-zero generated rows.
+
+    Computed by blocks of ``chunk_size`` real rows (one float32 matmul against all generated rows per
+    block, ``chunk_size · G`` float32 of memory), with an exact block-pruned top-k per row.
+    """
+    _check_chunk(chunk_size)
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    real = _unit_rows32(real_emb)
+    gen = _unit_rows32(generated_emb)
+    if real.shape[1] != gen.shape[1]:
+        raise ValueError(f"dimension mismatch: {real.shape[1]} vs {gen.shape[1]}")
+    n_real, n_gen = real.shape[0], gen.shape[0]
+    if n_real == 0 or n_gen < k:
+        return math.nan
+    total = 0.0
+    # one buffer reused by every block (see chamfer_distance)
+    buf = np.empty(min(chunk_size, n_real) * n_gen, dtype=np.float32)
+    for i0 in range(0, n_real, chunk_size):
+        block = real[i0 : i0 + chunk_size]
+        sims = buf[: block.shape[0] * n_gen].reshape(block.shape[0], n_gen)
+        np.matmul(block, gen.T, out=sims)
+        total += float(_row_top_k_sum(sims, k).sum())
+    return total / (n_real * k)
+
+
+def diversity_report(
+    emb: ArrayLike,
+    labels: Sequence[Hashable],
+    texts: Sequence[str],
+    chunk_size: int = DEFAULT_CHUNK,
+) -> dict[str, Any]:
+    """Every diversity number of a labelled set, flat and JSON-serialisable (``nan`` becomes ``None``).
+
+    ``{"overall": {n_texts, n_embedded, n_classes, vocabulary_size, aps, mean_class_aps,
+    inter_class_aps, remote_clique, chamfer_distance},
+    "per_class": {str(label): {n_texts, n_embedded, vocabulary_size, aps, remote_clique,
+    chamfer_distance}}}`` where ``n_embedded`` counts the non-zero embedding rows, ``aps`` is
+    :func:`average_pairwise_similarity` over the rows in scope, ``mean_class_aps`` the unweighted
+    mean of the defined per-class APS values and ``inter_class_aps`` is :func:`inter_class_aps`.
+    """
+    arr = _as_2d_float(emb)
+    n = arr.shape[0]
+    if len(texts) != n:
+        raise ValueError(f"{len(texts)} texts for {n} embeddings")
+    groups = _class_indices(labels, n)
+    nonzero = _row_norms(arr) > 0
+
+    per_class: dict[str, dict[str, Any]] = {}
+    class_aps: list[float] = []
+    for key, idx in groups.items():
+        sub = arr[idx]
+        aps = average_pairwise_similarity(sub)
+        if not math.isnan(aps):
+            class_aps.append(aps)
+        per_class[key] = {
+            "n_texts": int(idx.size),
+            "n_embedded": int(nonzero[idx].sum()),
+            "vocabulary_size": vocabulary_size([texts[i] for i in idx]),
+            "aps": _nan_to_none(aps),
+            "remote_clique": _nan_to_none(1.0 - aps),
+            "chamfer_distance": _nan_to_none(chamfer_distance(sub, chunk_size)),
+        }
+    aps_all = average_pairwise_similarity(arr)
+    overall = {
+        "n_texts": n,
+        "n_embedded": int(nonzero.sum()),
+        "n_classes": len(groups),
+        "vocabulary_size": vocabulary_size(texts),
+        "aps": _nan_to_none(aps_all),
+        "mean_class_aps": _nan_to_none(float(np.mean(class_aps)) if class_aps else math.nan),
+        "inter_class_aps": _nan_to_none(inter_class_aps(arr, labels)),
+        "remote_clique": _nan_to_none(1.0 - aps_all),
+        "chamfer_distance": _nan_to_none(chamfer_distance(arr, chunk_size)),
+    }
+    return {"overall": overall, "per_class": per_class}
