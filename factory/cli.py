@@ -156,22 +156,51 @@ def suggest(spec: SpecArg, n: Annotated[int, typer.Option(help="how many dimensi
 @app.command()
 def run(spec: SpecArg, db: DbOpt = None, refresh: RefreshOpt = False,
         progress: Annotated[bool, typer.Option(help="show a progress bar")] = True) -> None:
-    """Generate the spec's dataset into the store (resumable: a rerun sends only what is missing)."""
-    from factory import pipeline
+    """Build the spec's dataset: every asset of its partition, in-process (resumable: a rerun sends only what
+    is missing). The same code as the Dagster UI and schedules."""
+    from dagster import DagsterExecutionStepExecutionError
 
-    s = _load(spec)
-    with _store(db) as store:
-        try:
-            result = pipeline.run(s, store, show_progress=progress, refresh=refresh)
-        except _expected_errors() as exc:
-            raise _fail(exc) from None
-        r = result.report
-        colour = "green" if result.status == "done" else "yellow"
-        console.print(f"[{colour}]{result.status}[/{colour}] run {result.run_id}: {r.samples}/{r.requested} samples"
-                      f" ({r.new_samples} new, {r.refusals} refusals); requests sent {r.sent}, cached {r.cached},"
-                      f" failed {r.failed}; {r.tokens:,} tokens, ${r.usd:.4f}", highlight=False)
-        if r.stopped:
-            console.print(f"[yellow]budget[/yellow] {r.stopped}: what was paid for is kept; raise the cap and rerun")
+    from factory.defs.local import materialization_metadata, materialize_spec
+
+    _load(spec)
+    if db is None:
+        db = default_db_path()
+    _store(db).close()  # fail early and clearly on a store from a newer version
+    try:
+        result = materialize_spec(spec, db, show_progress=progress, refresh=refresh)
+    except DagsterExecutionStepExecutionError as exc:
+        cause = exc.user_exception or exc
+        if isinstance(cause, _expected_errors()):
+            raise _fail(cause) from None
+        raise
+    meta = materialization_metadata(result, "generations")
+    colour = "green" if meta.get("status") == "done" else "yellow"
+    console.print(f"[{colour}]{meta.get('status')}[/{colour}] run {meta.get('run_id')}: {meta.get('samples')} samples"
+                  f" ({meta.get('new_samples')} new, {meta.get('refusals')} refusals); requests sent"
+                  f" {meta.get('requests_sent')}, cached {meta.get('requests_cached')}; {meta.get('tokens'):,} tokens,"
+                  f" ${meta.get('spend_usd', 0):.4f}", highlight=False)
+    if meta.get("stopped_by_budget", "no") != "no":
+        console.print(f"[yellow]budget[/yellow] {meta['stopped_by_budget']}: what was paid for is kept; "
+                      "raise the cap and rerun")
+    for check in result.get_asset_check_evaluations():
+        mark = "[green]pass[/green]" if check.passed else "[yellow]fail[/yellow]"
+        console.print(f"check {check.check_name}: {mark}", highlight=False)
+
+
+@app.command()
+def ui(port: Annotated[int, typer.Option(help="port on 127.0.0.1")] = 3000,
+       specs: Annotated[Path, typer.Option(help="the specs folder the sensor watches")] = Path("specs"),
+       db: DbOpt = None) -> None:
+    """Start the Dagster UI (dagster dev -m factory.defs) on 127.0.0.1."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "FACTORY_SPECS_DIR": str(specs.resolve()),
+           "FACTORY_DB": str((db or default_db_path()).resolve())}
+    dagster = Path(sys.executable).with_name("dagster")
+    console.print(f"Dagster UI on http://127.0.0.1:{port} (specs: {specs}, store: {env['FACTORY_DB']})")
+    raise typer.Exit(subprocess.call([str(dagster), "dev", "-m", "factory.defs", "-h", "127.0.0.1", "-p", str(port)],
+                                     env=env))
 
 
 @app.command()

@@ -179,7 +179,7 @@ class Generator:
         return conversation if item.length > 1 or self.spec.generation.method == "zeroshot" else single
 
 
-def _fewshot_examples(spec: Spec) -> list[LabelledText] | None:
+def fewshot_examples(spec: Spec) -> list[LabelledText] | None:
     if spec.generation.method != "fewshot" or spec.evaluation.train_set is None:
         return None
     return read_ref(spec, spec.evaluation.train_set)
@@ -192,7 +192,7 @@ async def generate_async(spec: Spec, store: Store, run_id: str, attrs: Attribute
     budget = Budget.from_spec(spec.budget, spec.generation.model)
     spent = store.spend_for_spec(spec.hash)
     budget.requests, budget.tokens, budget.usd = spent["requests"], spent["tokens"], spent["usd"]
-    items = list(plan(spec, attrs, _fewshot_examples(spec)))
+    items = list(plan(spec, attrs, fewshot_examples(spec)))
     gen = spec.generation
     async with open_engine(gen, store, endpoint, budget) as engine:
         engine.prefetch(make_request(spec, i.messages, i.seed, i.first_index,

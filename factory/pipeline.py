@@ -6,6 +6,7 @@ The CLI (and the orchestrator) call these; each stage commits its own transactio
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,8 @@ from factory.lock import LockFile, attribute_set, caf_decisions, check_lock, loc
 from factory.spec import Spec
 from factory.store import Store
 
+log = logging.getLogger("factory.pipeline")
+
 
 @dataclass
 class RunResult:
@@ -27,12 +30,10 @@ class RunResult:
     report: GenerationReport
 
 
-def record(store: Store, spec: Spec) -> str:
-    """Stage 1: the spec and a new run, committed together."""
+def record_spec(store: Store, spec: Spec) -> None:
+    """Stage 1: the spec, with its content hash and YAML text."""
     text = spec.source.read_text(encoding="utf-8") if spec.source else spec.model_dump_json()
-    with store.transaction():
-        store.record_spec(spec, text)
-        return store.start_run(spec)
+    store.record_spec(spec, text)
 
 
 # ---- stage 2: attributes --------------------------------------------------------------------------
@@ -64,7 +65,10 @@ def elicit_lock(spec: Spec, store: Store, endpoint: Endpoint) -> LockFile:
     """Elicit through ``endpoint``, write the lock file next to the spec (if it has a file), store it."""
     lock = asyncio.run(_elicit(spec, store, endpoint))
     if spec.source is not None:
-        write_lock(lock_path(spec), lock)
+        try:
+            write_lock(lock_path(spec), lock)
+        except OSError as exc:  # e.g. specs mounted read-only from a ConfigMap: the store keeps the versions
+            log.warning("could not write %s (%s); the elicited values are in the store", lock_path(spec), exc)
     record_lock(store, spec, lock, "elicited")
     return lock
 
@@ -92,6 +96,14 @@ def resolve_attributes(spec: Spec, store: Store, endpoint: Endpoint | None, refr
     return attribute_set(spec, elicit_lock(spec, store, endpoint))
 
 
+def attributes_stage(spec: Spec, store: Store, refresh: bool = False) -> AttributeSet:
+    """Stage 2 on its own: starts an endpoint only when something must be elicited."""
+    if not needs_elicitation(spec) or (not refresh and existing_lock(spec) is not None):
+        return resolve_attributes(spec, store, None, refresh)
+    with open_endpoint(spec.generation) as endpoint:
+        return resolve_attributes(spec, store, endpoint, refresh)
+
+
 def lock(spec: Spec, store: Store, refresh: bool = False) -> tuple[LockFile, bool]:
     """``factory lock``: the lock file, elicited only when missing or ``refresh``; (lock, elicited now)."""
     found = None if refresh else existing_lock(spec)
@@ -101,15 +113,18 @@ def lock(spec: Spec, store: Store, refresh: bool = False) -> tuple[LockFile, boo
         return elicit_lock(spec, store, endpoint), True
 
 
-# ---- the whole run --------------------------------------------------------------------------------
+# ---- stage 3: generation, and the whole run -------------------------------------------------------
 
 
-def run(spec: Spec, store: Store, show_progress: bool = False, refresh: bool = False) -> RunResult:
-    """Record, resolve attributes and generate; the run row says how it ended."""
-    run_id = record(store, spec)
+def generation_stage(spec: Spec, store: Store, attrs: AttributeSet, show_progress: bool = False,
+                     endpoint: Endpoint | None = None) -> RunResult:
+    """Generate into a new run; the run row says how it ended (done, budget_stopped or failed)."""
+    run_id = store.start_run(spec)
     try:
-        with open_endpoint(spec.generation) as endpoint:
-            attrs = resolve_attributes(spec, store, endpoint, refresh)
+        if endpoint is None:
+            with open_endpoint(spec.generation) as opened:
+                report = generate(spec, store, run_id, attrs, opened, show_progress)
+        else:
             report = generate(spec, store, run_id, attrs, endpoint, show_progress)
     except BaseException as exc:
         store.finish_run(run_id, "failed", f"{type(exc).__name__}: {exc}"[:2000])
@@ -118,3 +133,18 @@ def run(spec: Spec, store: Store, show_progress: bool = False, refresh: bool = F
     store.set_run_cached(run_id, report.cached)
     store.finish_run(run_id, status, report.stopped or "")
     return RunResult(run_id, status, report)
+
+
+def run(spec: Spec, store: Store, show_progress: bool = False, refresh: bool = False) -> RunResult:
+    """Spec, attributes and generation in one call, sharing one endpoint (the stages of the asset graph)."""
+    record_spec(store, spec)
+    generating = False
+    try:
+        with open_endpoint(spec.generation) as endpoint:
+            attrs = resolve_attributes(spec, store, endpoint, refresh)
+            generating = True
+            return generation_stage(spec, store, attrs, show_progress, endpoint)
+    except BaseException as exc:
+        if not generating:  # generation_stage records its own failures
+            store.finish_run(store.start_run(spec), "failed", f"{type(exc).__name__}: {exc}"[:2000])
+        raise

@@ -307,6 +307,10 @@ class Store:
     def sample_count(self, spec_hash: str) -> int:
         return self.con.execute("SELECT count(*) FROM samples WHERE spec_hash = ?", [spec_hash]).fetchone()[0]
 
+    def samples_per_class(self, spec_hash: str) -> dict[str, int]:
+        return dict(self.con.execute("SELECT class, count(*) FROM samples WHERE spec_hash = ? GROUP BY 1 ORDER BY 1",
+                                     [spec_hash]).fetchall())
+
     def samples(self, spec_hash: str) -> list[dict[str, Any]]:
         return self._dicts("SELECT * FROM samples WHERE spec_hash = ? ORDER BY class, sample_index, choice_index",
                            [spec_hash])
@@ -322,6 +326,239 @@ class Store:
         options = "FORMAT parquet" if fmt == "parquet" else "FORMAT json"
         self.con.execute(f"COPY ({query}) TO '{str(out).replace(chr(39), chr(39) * 2)}' ({options})")
         return self.sample_count(spec_hash)
+
+    # ---- quality: filter decisions, embeddings, metrics -------------------------------------------
+
+    def _insert_arrow(self, con: duckdb.DuckDBPyConnection, table: str, columns: str, data: Any) -> None:
+        """``INSERT INTO table SELECT columns FROM data`` for a pyarrow table (fast for many rows)."""
+        name = f"_arrow_{uuid.uuid4().hex[:8]}"
+        con.register(name, data)
+        try:
+            con.execute(f"INSERT OR IGNORE INTO {table} SELECT {columns} FROM {name}")
+        finally:
+            con.unregister(name)
+
+    def replace_filter_decisions(self, spec_hash: str, rows: Sequence[tuple[str, str, bool, str | None]]) -> None:
+        """Replace all of a spec's filter decisions by ``rows`` (sample_id, filter, kept, reason), in one
+        transaction: a rerun of the filter stage never leaves a mix of old and new decisions."""
+        import pyarrow as pa
+
+        data = pa.table({"spec_hash": [spec_hash] * len(rows), "sample_id": [r[0] for r in rows],
+                         "filter": [r[1] for r in rows],
+                         "kept": pa.array([bool(r[2]) for r in rows], pa.bool_()),
+                         "reason": pa.array([r[3] for r in rows], pa.string())})
+        with self.transaction() as con:
+            con.execute("DELETE FROM filter_decisions WHERE spec_hash = ?", [spec_hash])
+            if rows:
+                self._insert_arrow(con, "filter_decisions", "spec_hash, sample_id, filter, kept, reason, now()", data)
+
+    def filter_decisions(self, spec_hash: str) -> list[dict[str, Any]]:
+        return self._dicts("SELECT sample_id, filter, kept, reason FROM filter_decisions WHERE spec_hash = ?"
+                           " ORDER BY sample_id, filter", [spec_hash])
+
+    def filter_summary(self, spec_hash: str) -> dict[str, dict[str, int]]:
+        """Per filter (and ``final``): how many samples it judged, kept and dropped."""
+        rows = self.con.execute(
+            "SELECT filter, count(*), count(*) FILTER (WHERE kept), count(*) FILTER (WHERE NOT kept)"
+            " FROM filter_decisions WHERE spec_hash = ? GROUP BY filter", [spec_hash]).fetchall()
+        return {f: {"judged": j, "kept": k, "dropped": d} for f, j, k, d in rows}
+
+    def filter_counts_by_class(self, spec_hash: str) -> list[dict[str, Any]]:
+        """Kept and dropped counts per filter and class."""
+        return self._dicts(
+            "SELECT d.filter, s.class, count(*) FILTER (WHERE d.kept) AS kept,"
+            " count(*) FILTER (WHERE NOT d.kept) AS dropped"
+            " FROM filter_decisions d JOIN samples s USING (sample_id)"
+            " WHERE d.spec_hash = ? AND s.spec_hash = ? GROUP BY ALL ORDER BY d.filter, s.class",
+            [spec_hash, spec_hash])
+
+    def filter_counts_by_attribute(self, spec_hash: str) -> list[dict[str, Any]]:
+        """Kept and dropped counts per filter, attribute dimension and value (from ``samples.attributes``)."""
+        return self._dicts(
+            "SELECT d.filter, a.dimension, json_extract_string(s.attributes, a.dimension) AS value,"
+            " count(*) FILTER (WHERE d.kept) AS kept, count(*) FILTER (WHERE NOT d.kept) AS dropped"
+            " FROM filter_decisions d JOIN samples s USING (sample_id),"
+            " unnest(json_keys(s.attributes)) AS a(dimension)"
+            " WHERE d.spec_hash = ? AND s.spec_hash = ? GROUP BY ALL ORDER BY d.filter, a.dimension, value",
+            [spec_hash, spec_hash])
+
+    def dropped_examples(self, spec_hash: str, per_filter: int = 3) -> list[dict[str, Any]]:
+        """A few dropped samples per filter, with the reason (the first by class and sample index)."""
+        return self._dicts(
+            "SELECT filter, class, sample_id, reason, text FROM ("
+            " SELECT d.filter, s.class, s.sample_id, d.reason, s.text, row_number() OVER"
+            "  (PARTITION BY d.filter ORDER BY s.class, s.sample_index, s.choice_index) AS rn"
+            " FROM filter_decisions d JOIN samples s USING (sample_id)"
+            " WHERE d.spec_hash = ? AND s.spec_hash = ? AND NOT d.kept AND d.filter <> 'final')"
+            " WHERE rn <= ? ORDER BY filter, class, rn", [spec_hash, spec_hash, per_filter])
+
+    def kept_samples(self, spec_hash: str) -> list[dict[str, Any]]:
+        """The samples that survived every filter: those with a kept ``final`` decision. Samples generated
+        after the last filter stage have no decision yet and are not returned until it runs again."""
+        return self._dicts(
+            "SELECT s.* FROM samples s JOIN filter_decisions d ON d.sample_id = s.sample_id"
+            " AND d.spec_hash = s.spec_hash AND d.filter = 'final' AND d.kept"
+            " WHERE s.spec_hash = ? ORDER BY s.class, s.sample_index, s.choice_index, s.sample_id", [spec_hash])
+
+    def unfiltered_count(self, spec_hash: str) -> int:
+        """Samples of the spec with no ``final`` filter decision (generated after the last filter stage)."""
+        return self.con.execute(
+            "SELECT count(*) FROM samples s WHERE s.spec_hash = ? AND NOT EXISTS (SELECT 1 FROM filter_decisions d"
+            " WHERE d.spec_hash = s.spec_hash AND d.sample_id = s.sample_id AND d.filter = 'final')",
+            [spec_hash]).fetchone()[0]
+
+    def cached_embeddings(self, model: str, text_hashes: Sequence[str]) -> dict[str, Any]:
+        """``{text_hash: float32 vector}`` for the hashes already embedded with ``model``."""
+        import numpy as np
+
+        if not text_hashes:
+            return {}
+        table = self.con.sql("SELECT text_hash, vector FROM embeddings WHERE model = $1 AND text_hash IN"
+                             " (SELECT unnest($2::VARCHAR[]))", params=[model, list(text_hashes)]).to_arrow_table()
+        if table.num_rows == 0:
+            return {}
+        hashes = table.column("text_hash").to_pylist()
+        vectors = table.column("vector").combine_chunks()
+        flat = np.asarray(vectors.flatten(), dtype=np.float32)
+        dim = flat.size // len(hashes)
+        return dict(zip(hashes, flat.reshape(len(hashes), dim)))
+
+    def save_embeddings(self, model: str, text_hashes: Sequence[str], vectors: Any) -> None:
+        """Cache vectors (an ``(n, d)`` array) by text hash and model, in one transaction (existing rows stay)."""
+        import numpy as np
+        import pyarrow as pa
+
+        arr = np.ascontiguousarray(vectors, dtype=np.float32)
+        if len(text_hashes) != arr.shape[0]:
+            raise ValueError(f"{len(text_hashes)} hashes for {arr.shape[0]} vectors")
+        if not len(text_hashes):
+            return
+        data = pa.table({"text_hash": list(text_hashes), "model": [model] * len(text_hashes),
+                         "vector": pa.FixedSizeListArray.from_arrays(pa.array(arr.ravel()), arr.shape[1])})
+        with self.transaction() as con:
+            self._insert_arrow(con, "embeddings", "text_hash, model, vector::FLOAT[], now()", data)
+
+    def embedding_count(self, model: str | None = None) -> int:
+        sql = "SELECT count(*) FROM embeddings" + (" WHERE model = ?" if model else "")
+        return self.con.execute(sql, [model] if model else []).fetchone()[0]
+
+    def replace_metrics(self, spec_hash: str, rows: Sequence[tuple[str, str, float | None]],
+                        scopes: Sequence[str], names: Sequence[str] | None = None,
+                        run_id: str | None = None) -> None:
+        """Replace a spec's metrics in ``scopes`` by ``rows`` (scope, name, value), in one transaction.
+
+        A scope ending in ``:`` is a prefix (``'class:'`` matches every ``class:<name>``); with ``names``,
+        only those metric names are deleted from the scopes (other stages may share a scope)."""
+        exact = [s for s in scopes if not s.endswith(":")]
+        prefixes = [s for s in scopes if s.endswith(":")]
+        where = ("spec_hash = ? AND (scope IN (SELECT unnest(?::VARCHAR[]))"
+                 " OR EXISTS (SELECT 1 FROM unnest(?::VARCHAR[]) AS p(prefix) WHERE starts_with(scope, p.prefix)))")
+        params: list[Any] = [spec_hash, exact, prefixes]
+        if names is not None:
+            where += " AND name IN (SELECT unnest(?::VARCHAR[]))"
+            params.append(list(names))
+        t = now()
+        with self.transaction() as con:
+            con.execute("DELETE FROM metrics WHERE " + where, params)
+            if rows:
+                con.executemany("INSERT INTO metrics VALUES (?, ?, ?, ?, ?, ?)",
+                                [(spec_hash, run_id, scope, name, value, t) for scope, name, value in rows])
+
+    def metrics(self, spec_hash: str, scope_prefix: str | None = None) -> list[dict[str, Any]]:
+        """A spec's metrics (scope, name, value, run_id, created_at), optionally those whose scope starts so."""
+        sql = "SELECT scope, name, value, run_id, created_at FROM metrics WHERE spec_hash = ?"
+        params: list[Any] = [spec_hash]
+        if scope_prefix is not None:
+            sql += " AND starts_with(scope, ?)"
+            params.append(scope_prefix)
+        return self._dicts(sql + " ORDER BY scope, name", params)
+
+    def latest_attribute_values(self, spec_hash: str) -> list[tuple[str, str, str]]:
+        """(dimension, class, value) of the newest attribute version of a spec, kept values only
+        (class ``''`` for class-independent dimensions)."""
+        return self.con.execute(
+            "SELECT dimension, class, value FROM attribute_values WHERE spec_hash = ? AND kept AND version ="
+            " (SELECT max(version) FROM attribute_values WHERE spec_hash = ?) ORDER BY dimension, class, value",
+            [spec_hash, spec_hash]).fetchall()
+
+    def asked_attribute_values(self, spec_hash: str) -> list[tuple[str, str, str, int]]:
+        """(dimension, class, value, samples) as asked in a spec's prompts (``samples.attributes``)."""
+        return self.con.execute(
+            "SELECT a.dimension, s.class, json_extract_string(s.attributes, a.dimension) AS value, count(*)"
+            " FROM samples s, unnest(json_keys(s.attributes)) AS a(dimension) WHERE s.spec_hash = ?"
+            " GROUP BY ALL ORDER BY 1, 2, 3", [spec_hash]).fetchall()
+
+    def spec_records(self) -> list[dict[str, Any]]:
+        """Every recorded spec: spec_hash, name, spec (the JSON text), created_at."""
+        return self._dicts("SELECT spec_hash, name, spec, created_at FROM specs ORDER BY name, created_at", [])
+
+    def spec_totals(self, spec_hash: str) -> dict[str, Any]:
+        """Samples, refusals, classes and spend (requests, prompt/completion tokens, USD) behind a spec."""
+        row = self.con.execute(
+            "SELECT (SELECT count(*) FROM samples WHERE spec_hash = $1),"
+            " (SELECT count(*) FROM samples WHERE spec_hash = $1 AND is_refusal),"
+            " (SELECT count(DISTINCT class) FROM samples WHERE spec_hash = $1),"
+            " count(*), coalesce(sum(prompt_tokens), 0), coalesce(sum(completion_tokens), 0),"
+            " coalesce(sum(cost_usd), 0)"
+            " FROM llm_requests WHERE request_key IN (SELECT request_key FROM samples WHERE spec_hash = $1)",
+            [spec_hash]).fetchone()
+        keys = ("samples", "refusals", "classes", "requests", "prompt_tokens", "completion_tokens", "usd")
+        return dict(zip(keys, row))
+
+    def class_counts(self, spec_hash: str) -> dict[str, int]:
+        """Samples per class of a spec."""
+        return dict(self.con.execute("SELECT class, count(*) FROM samples WHERE spec_hash = ? GROUP BY 1 ORDER BY 1",
+                                     [spec_hash]).fetchall())
+
+    # ---- training and evaluation ------------------------------------------------------------------
+
+    def training_samples(self, spec_hash: str) -> list[dict[str, Any]]:
+        """Every sample of a spec (refusals included) in the order it was generated (generated_at, then
+        sample_index, choice_index), with the spend of the request behind it (``request_prompt_tokens``,
+        ``request_completion_tokens``, ``request_cost_usd``: the request's totals from the cache, or the
+        sample's own share where the request row is missing)."""
+        return self._dicts(
+            """
+            SELECT s.sample_id, s.run_id, s.class, s.text, s.sample_index, s.choice_index, s.method, s.model,
+                   s.request_key, s.is_refusal, s.generated_at, s.prompt_tokens, s.completion_tokens, s.cost_usd,
+                   coalesce(r.prompt_tokens, s.prompt_tokens) AS request_prompt_tokens,
+                   coalesce(r.completion_tokens, s.completion_tokens) AS request_completion_tokens,
+                   coalesce(r.cost_usd, s.cost_usd) AS request_cost_usd
+            FROM samples s LEFT JOIN llm_requests r USING (request_key)
+            WHERE s.spec_hash = ? ORDER BY s.generated_at, s.sample_index, s.choice_index, s.sample_id""",
+            [spec_hash],
+        )
+
+    def save_evaluations(self, rows: Sequence[dict[str, Any]]) -> int:
+        """Insert evaluation rows (dicts keyed by the ``evaluations`` columns; ``per_class``, ``confusion``
+        and ``details`` as JSON-serialisable values) in one transaction; return how many."""
+        columns = ["eval_id", "spec_hash", "method", "trainer", "train_source", "test_set", "n_train",
+                   "budget_fraction", "requests", "tokens", "cost_usd", "accuracy", "macro_f1", "micro_f1",
+                   "per_class", "confusion", "details"]
+        created = now()
+        values = [tuple(json.dumps(r.get(c)) if c in ("per_class", "confusion", "details") else r.get(c)
+                        for c in columns) + (created,) for r in rows]
+        if not values:
+            return 0
+        with self.transaction() as con:
+            con.executemany(f"INSERT INTO evaluations ({', '.join(columns)}, created_at)"
+                            f" VALUES ({', '.join('?' * (len(columns) + 1))})", values)
+        return len(values)
+
+    def evaluations(self, spec_hashes: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """Evaluation rows (all, or of ``spec_hashes``) with the spec's name, JSON columns decoded, oldest
+        first."""
+        where = " WHERE e.spec_hash IN (SELECT unnest(?::VARCHAR[]))" if spec_hashes is not None else ""
+        rows = self._dicts(
+            "SELECT e.*, s.name AS spec_name FROM evaluations e LEFT JOIN specs s USING (spec_hash)" + where
+            + " ORDER BY e.created_at, e.train_source, e.budget_fraction",
+            [list(spec_hashes)] if spec_hashes is not None else [],
+        )
+        for row in rows:
+            for key in ("per_class", "confusion", "details"):
+                if isinstance(row.get(key), str):
+                    row[key] = json.loads(row[key])
+        return rows
 
     # ---- overview --------------------------------------------------------------------------------
 

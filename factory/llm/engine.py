@@ -248,13 +248,17 @@ class Engine:
         retrying = AsyncRetrying(stop=stop_after_attempt(self.max_retries + 1), wait=self._wait,
                                  retry=retry_if_exception(_retryable), reraise=True)
         attempts = 0
-        async for attempt in retrying:
-            with attempt:
-                attempts += 1
-                if attempts > 1:
-                    self.stats.retries += 1
-                async with self.limiter:
-                    return await self._send_once(request, attempts)
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    attempts += 1
+                    if attempts > 1:
+                        self.stats.retries += 1
+                    async with self.limiter:
+                        return await self._send_once(request, attempts)
+        except (openai.APIConnectionError, openai.APITimeoutError) as exc:
+            raise FatalEndpointError(f"cannot reach {self.client.base_url} after {attempts} attempts: "
+                                     f"{type(exc).__name__}: {exc}") from None
         raise AssertionError("unreachable")
 
     async def _send_once(self, request: LLMRequest, attempts: int) -> Completion:

@@ -1,0 +1,145 @@
+"""The factory's assets, in the order of the data, partitioned by spec. Thin: each calls a stage module
+and attaches metadata; the data itself lives in the DuckDB store."""
+
+
+from collections import Counter
+from pathlib import Path
+
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetOut,
+    DynamicPartitionsDefinition,
+    MaterializeResult,
+    MetadataValue,
+    Output,
+    asset,
+    multi_asset,
+)
+
+from factory import pipeline
+from factory.attributes import AttributeSet
+from factory.defs.resources import FactoryResource
+from factory.generate import fewshot_examples, make_request, plan
+from factory.spec import Spec
+
+SPECS = DynamicPartitionsDefinition(name="spec")
+GROUP = "factory"
+
+
+def _values_table(attrs: AttributeSet) -> str:
+    rows = ["| dimension | class | values |", "|---|---|---|"]
+    for dim, by_class in attrs.values.items():
+        for cls, values in by_class.items():
+            rows.append(f"| {dim} | {cls or 'all'} | {', '.join(values)} |")
+    return "\n".join(rows)
+
+
+@asset(partitions_def=SPECS, group_name=GROUP, description="The validated spec, recorded with its content hash.")
+def spec(context: AssetExecutionContext, factory: FactoryResource) -> MaterializeResult:
+    s = factory.spec(context.partition_key)
+    with factory.store() as store:
+        pipeline.record_spec(store, s)
+    return MaterializeResult(metadata={
+        "spec_hash": s.hash, "classes": MetadataValue.json(s.class_names), "method": s.generation.method,
+        "model": s.generation.model, "samples_per_class": s.budget.samples_per_class,
+        "dimensions": MetadataValue.json(list(s.attributes))})
+
+
+@multi_asset(
+    partitions_def=SPECS, group_name=GROUP, deps=[spec],
+    outs={"similar_classes": AssetOut(description="The k most similar classes of each class."),
+          "attribute_values": AssetOut(description="Values of every attribute dimension (per class where "
+                                                   "class-dependent), given or elicited."),
+          "caf_filtered_values": AssetOut(description="Class-dependent values left after class-agnostic "
+                                                      "filtering.")},
+)
+def attributes(context: AssetExecutionContext, factory: FactoryResource):  # type: ignore[no-untyped-def]
+    s = factory.spec(context.partition_key)
+    with factory.store() as store:
+        attrs = pipeline.attributes_stage(s, store, refresh=factory.refresh)
+        version, _ = store.latest_elicitation(s.hash)
+    found = pipeline.existing_lock(s)
+    lock = found[0] if found else None
+    decisions = [d for by_class in (lock.caf.values() if lock else []) for ds in by_class.values() for d in ds]
+    similar = "\n".join(f"- **{c}**: {', '.join(v) or '-'}" for c, v in attrs.similar.items())
+    yield Output(None, "similar_classes", metadata={"similar": MetadataValue.md(similar or "(none)"),
+                                                    "version": version})
+    yield Output(None, "attribute_values", metadata={
+        "values": MetadataValue.md(_values_table(attrs)),
+        "values_per_dimension": MetadataValue.json({d: sum(len(v) for v in bc.values())
+                                                     for d, bc in attrs.values.items()}),
+        "locked": lock is not None})
+    yield Output(None, "caf_filtered_values", metadata={
+        "judged": len(decisions), "dropped": sum(d.dropped for d in decisions),
+        "dropped_values": MetadataValue.json([f"{d.value}" for d in decisions if d.dropped][:50])})
+
+
+@asset(partitions_def=SPECS, group_name=GROUP, deps=["caf_filtered_values"],
+       description="The planned requests: one prompt per request (or conversation), seeded and reproducible.")
+def prompts(context: AssetExecutionContext, factory: FactoryResource) -> MaterializeResult:
+    s = factory.spec(context.partition_key)
+    with factory.store() as store:
+        attrs = pipeline.attributes_stage(s, store)
+    items = list(plan(s, attrs, examples=fewshot_examples(s)))
+    first = items[0] if items else None
+    example = first.messages[-1]["content"] if first else ""
+    return MaterializeResult(metadata={
+        "requests": sum(i.length for i in items), "per_class": MetadataValue.json(Counter(i.class_name for i in items)),
+        "example_prompt": MetadataValue.md(f"```\n{example}\n```"),
+        "distinct_prompts": len({make_request(s, i.messages, i.seed, i.first_index, 1).prompt_hash for i in items})})
+
+
+def _budget_check(s: Spec, spent: dict[str, float]) -> AssetCheckResult:
+    b = s.budget
+    over = [f"{name} {spent[key]:.4g} > {cap}" for name, key, cap in
+            (("requests", "requests", b.max_requests), ("tokens", "tokens", b.max_tokens), ("usd", "usd", b.max_usd))
+            if cap is not None and spent[key] > cap]
+    return AssetCheckResult(check_name="budget_not_exceeded", passed=not over,
+                            metadata={"spent": MetadataValue.json(spent), "over": ", ".join(over) or "none"})
+
+
+def _balance_check(s: Spec, per_class: dict[str, int], tolerance: float = 0.2) -> AssetCheckResult:
+    counts = [per_class.get(c, 0) for c in s.class_names]
+    spread = (max(counts) - min(counts)) / max(max(counts), 1)
+    return AssetCheckResult(check_name="classes_balanced", passed=spread <= tolerance,
+                            severity=AssetCheckSeverity.WARN,
+                            metadata={"per_class": MetadataValue.json(per_class), "spread": spread,
+                                      "tolerance": tolerance})
+
+
+@asset(partitions_def=SPECS, group_name=GROUP, deps=[prompts],
+       check_specs=[AssetCheckSpec("budget_not_exceeded", asset="generations"),
+                    AssetCheckSpec("classes_balanced", asset="generations")],
+       description="Generated texts with full provenance, through the spec's endpoint (resumable).")
+def generations(context: AssetExecutionContext, factory: FactoryResource) -> MaterializeResult:
+    s = factory.spec(context.partition_key)
+    with factory.store() as store:
+        attrs = pipeline.attributes_stage(s, store)
+        result = pipeline.generation_stage(s, store, attrs, factory.show_progress)
+        per_class = store.samples_per_class(s.hash)
+        spent = store.spend_for_spec(s.hash)
+    r = result.report
+    context.log.info(f"run {result.run_id}: {result.status}, {r.samples} samples ({r.new_samples} new)")
+    return MaterializeResult(
+        metadata={"run_id": result.run_id, "status": result.status, "samples": r.samples, "new_samples": r.new_samples,
+                  "refusals": r.refusals, "requests_sent": r.sent, "requests_cached": r.cached,
+                  "tokens": r.tokens, "spend_usd": r.usd, "per_class": MetadataValue.json(per_class),
+                  "stopped_by_budget": r.stopped or "no"},
+        check_results=[_budget_check(s, spent), _balance_check(s, per_class)])
+
+
+@asset(partitions_def=SPECS, group_name=GROUP, deps=[generations],
+       description="The spec's samples with provenance, as Parquet.")
+def export(context: AssetExecutionContext, factory: FactoryResource) -> MaterializeResult:
+    s = factory.spec(context.partition_key)
+    out = Path(factory.export_dir) / f"{context.partition_key}.parquet"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with factory.store() as store:
+        n = store.export_samples(s.hash, out, "parquet")
+    return MaterializeResult(metadata={"path": MetadataValue.path(str(out.resolve())), "rows": n})
+
+
+ASSETS = [spec, attributes, prompts, generations, export]

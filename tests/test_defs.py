@@ -1,0 +1,105 @@
+"""Dagster: the whole asset graph in-process on the real model, the GitOps sensor, the schedule."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+import shutil
+import textwrap
+from pathlib import Path
+
+import duckdb
+import pytest
+from dagster import DagsterInstance, build_schedule_context, build_sensor_context, instance_for_test
+
+from factory.defs import defs
+from factory.defs.automation import nightly_top_up, spec_sensor
+from factory.defs.local import materialization_metadata, materialize_spec
+from factory.defs.resources import FactoryResource
+
+SPEC = textwrap.dedent("""\
+    name: tiny
+    domain: short news headline
+    classes: [sports, business]
+    attributes:
+      style: {values: [breaking news, analysis]}
+      length: {values: [12], unit: words}
+    similar_classes: {given: {sports: [business], business: [sports]}}
+    generation: {method: attrprompt, base_url: BASE_URL, max_tokens: 24}
+    budget: {samples_per_class: 2, max_requests: 10}
+    """)
+
+
+def test_definitions_load_with_every_stage() -> None:
+    repo = defs.get_repository_def()
+    keys = {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()}
+    assert {"spec", "similar_classes", "attribute_values", "caf_filtered_values", "prompts", "generations",
+            "export"} <= keys
+    assert repo.get_sensor_def("spec_sensor") and repo.get_schedule_def("nightly_top_up")
+
+
+@pytest.mark.llm
+def test_materialize_whole_graph_on_real_model(llm_server, tmp_path: Path) -> None:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(SPEC.replace("BASE_URL", llm_server.base_url))
+    db = tmp_path / "f.duckdb"
+    instance = DagsterInstance.ephemeral()
+    result = materialize_spec(path, db, instance=instance, export_dir=tmp_path / "exports")
+    assert result.success
+    gen = materialization_metadata(result, "generations")
+    assert gen["samples"] == 4 and gen["status"] == "done" and gen["requests_sent"] == 4
+    assert json.loads(json.dumps(gen["per_class"])) == {"business": 2, "sports": 2}
+    prompts = materialization_metadata(result, "prompts")
+    assert prompts["requests"] == 4 and "sports" in prompts["example_prompt"]
+    assert materialization_metadata(result, "spec")["classes"] == ["sports", "business"]
+    assert materialization_metadata(result, "export")["rows"] == 4
+    checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
+    assert checks == {"budget_not_exceeded": True, "classes_balanced": True}
+    con = duckdb.connect(str(db), read_only=True)
+    assert con.execute("SELECT count(*), count(DISTINCT class) FROM samples").fetchall() == [(4, 2)]
+    assert con.execute("SELECT status FROM runs").fetchall() == [("done",)]
+    con.close()
+    assert duckdb.sql(f"SELECT count(*) FROM '{tmp_path / 'exports' / 'tiny.parquet'}'").fetchall() == [(4,)]
+    # the partition and its materializations are in the instance, as the UI shows them
+    assert instance.get_dynamic_partitions("spec") == ["tiny"]
+    again = materialize_spec(path, db, instance=instance, export_dir=tmp_path / "exports")
+    assert materialization_metadata(again, "generations")["requests_sent"] == 0
+
+
+def test_sensor_runs_new_and_changed_specs_only(tmp_path: Path) -> None:
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    root = Path(__file__).resolve().parents[1]
+    shutil.copy(root / "specs" / "example-minimal.yaml", specs)
+    (specs / "broken.yaml").write_text("name: broken\ndomain: x\nclasses: [a]\n")
+    factory = FactoryResource(db_path=str(tmp_path / "f.duckdb"), specs_dir=str(specs))
+    instance = DagsterInstance.ephemeral()
+
+    def tick(cursor: str | None):  # type: ignore[no-untyped-def]
+        ctx = build_sensor_context(instance=instance, cursor=cursor, resources={"factory": factory})
+        return spec_sensor(ctx)
+
+    first = tick(None)
+    assert [r.partition_key for r in first.run_requests] == ["example-minimal"]
+    assert first.dynamic_partitions_requests[0].partition_keys == ["example-minimal"]
+    instance.add_dynamic_partitions("spec", ["example-minimal"])
+    unchanged = tick(first.cursor)
+    assert "unchanged" in str(getattr(unchanged, "skip_message", unchanged))
+    # a formatting-only edit keeps the content hash: nothing runs
+    text = (specs / "example-minimal.yaml").read_text()
+    (specs / "example-minimal.yaml").write_text("# reformatted\n" + text)
+    assert "unchanged" in str(getattr(tick(first.cursor), "skip_message", ""))
+    # a real change runs that partition again, with a new run key
+    (specs / "example-minimal.yaml").write_text(text.replace("samples_per_class: 3", "samples_per_class: 4"))
+    changed = tick(first.cursor)
+    assert [r.partition_key for r in changed.run_requests] == ["example-minimal"]
+    assert changed.run_requests[0].run_key != first.run_requests[0].run_key
+    assert not changed.dynamic_partitions_requests
+
+
+def test_nightly_schedule_tops_up_every_partition() -> None:
+    with instance_for_test() as instance:
+        instance.add_dynamic_partitions("spec", ["a", "b"])
+        requests = nightly_top_up(build_schedule_context(instance=instance,
+                                                         scheduled_execution_time=datetime(2026, 11, 22, 3)))
+    assert sorted(r.partition_key for r in requests) == ["a", "b"]
