@@ -36,6 +36,8 @@ def test_definitions_load_with_every_stage() -> None:
     assert {"spec", "similar_classes", "attribute_values", "caf_filtered_values", "prompts", "generations",
             "export"} <= keys
     assert repo.get_sensor_def("spec_sensor") and repo.get_schedule_def("nightly_top_up")
+    for job in ("build_dataset", "top_up"):  # jobs resolve lazily: resolve them here
+        assert "generations" in {k.to_user_string() for k in repo.get_job(job).asset_layer.executable_asset_keys}
 
 
 @pytest.mark.llm

@@ -23,8 +23,9 @@ from factory.spec import SpecError, load_spec
 
 build_job = define_asset_job("build_dataset", selection=AssetSelection.all(),
                              description="Every stage of a spec's dataset, in order.")
-top_up_job = define_asset_job("top_up", selection=AssetSelection.assets("generations").upstream()
-                              | AssetSelection.assets("generations").downstream(),
+top_up_job = define_asset_job("top_up", selection=(AssetSelection.assets("generations").upstream()
+                                                  | AssetSelection.assets("generations").downstream()
+                                                  ).required_multi_asset_neighbors(),
                               description="Regenerate what is missing or failed (the cache skips the rest).")
 
 

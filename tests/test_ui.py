@@ -1,0 +1,97 @@
+"""The Dagster UI in a real headless Chromium: the asset graph and a materialization's metadata."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from factory.defs.local import materialize_spec
+from factory.llm.server import free_port
+from fault_server import FaultServer
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
+ASSETS = ["spec", "similar_classes", "attribute_values", "caf_filtered_values", "prompts", "generations", "export"]
+
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium (.ci/run installs it)")
+
+
+@pytest.fixture
+def ui(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A materialized partition in a DAGSTER_HOME, then `dagster dev` on 127.0.0.1 over the same home."""
+    home, specs = tmp_path / "home", tmp_path / "specs"
+    home.mkdir()
+    specs.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    spec_text = (Path(__file__).resolve().parents[1] / "specs" / "example-minimal.yaml").read_text()
+    with FaultServer() as server:
+        spec = specs / "tiny.yaml"
+        spec.write_text(spec_text.replace("name: example-minimal", "name: tiny")
+                        .replace("generation:\n", f"generation:\n  base_url: {server.base_url}\n"))
+        assert materialize_spec(spec, tmp_path / "f.duckdb", export_dir=tmp_path / "exports").success
+    port = free_port()
+    env = {**os.environ, "FACTORY_SPECS_DIR": str(specs), "FACTORY_DB": str(tmp_path / "f.duckdb")}
+    dagster = Path(sys.executable).with_name("dagster")
+    proc = subprocess.Popen([str(dagster), "dev", "-m", "factory.defs", "-h", "127.0.0.1", "-p", str(port)],
+                            env=env, cwd=tmp_path, stdout=open(tmp_path / "dev.log", "wb"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(f"{url}/server_info", timeout=2)
+                break
+            except OSError:
+                time.sleep(1)
+        else:
+            pytest.fail("dagster dev did not start:\n" + (tmp_path / "dev.log").read_text()[-3000:])
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _skip_welcome(page) -> None:  # type: ignore[no-untyped-def]
+    skip = page.get_by_role("button", name="Skip")
+    if skip.count():
+        skip.first.click()
+
+
+def test_ui_shows_asset_graph_and_metadata(ui: str, tmp_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        page = browser.new_page(viewport={"width": 1600, "height": 1000})
+        page.goto(f"{ui}/asset-groups", wait_until="networkidle", timeout=120_000)
+        page.get_by_text("generations").first.wait_for(timeout=60_000)
+        _skip_welcome(page)
+        text = page.inner_text("body")
+        page.screenshot(path=str(tmp_path / "asset-graph.png"))
+        assert all(name in text for name in ASSETS), text[:2000]
+        assert "Error loading" not in text
+        page.goto(f"{ui}/assets/generations", wait_until="networkidle", timeout=120_000)
+        page.get_by_text("requests_sent").first.wait_for(timeout=60_000)
+        _skip_welcome(page)
+        details = page.inner_text("body")
+        page.screenshot(path=str(tmp_path / "generations.png"), full_page=True)
+        browser.close()
+    for key in ("samples", "requests_sent", "per_class", "spend_usd"):
+        assert key in details
+    assert '"sports": 3' in details and '"business": 3' in details
+    assert (tmp_path / "asset-graph.png").stat().st_size > 10_000
