@@ -235,6 +235,33 @@ def export(spec: SpecArg, db: DbOpt = None,
 
 
 @app.command()
+def report(spec: SpecArg, db: DbOpt = None,
+           out: Annotated[Path, typer.Option("--out", "-o", help="folder for the HTML and PNG charts")] = Path("reports"),
+           measure: Annotated[bool, typer.Option(help="run filters and metrics first (else report what is stored)")] = True
+           ) -> None:
+    """Filter and measure the spec's samples, then write a self-contained HTML report with PNG charts."""
+    from factory.quality.embeddings import EmbeddingModelMissing
+    from factory.quality.report import write_report
+    from factory.quality.stage import run_quality
+
+    s = _load(spec)
+    with _store(db, read_only=not measure) as store:
+        if store.sample_count(s.hash) == 0:
+            err.print(f"[red]error[/red] no samples for {s.name} (hash {s.hash}): run 'factory run {spec}' first")
+            raise typer.Exit(1)
+        try:
+            if measure:
+                result = run_quality(s, store, show_progress=True)
+                for note in result.notes:
+                    console.print(f"[dim]{note}[/dim]", highlight=False)
+                console.print(f"kept {result.kept} of {result.generated} samples; dropped {result.dropped or 'none'}")
+            path = write_report(s, store, out)
+        except EmbeddingModelMissing as exc:
+            raise _fail(exc) from None
+    console.print(f"report: {path}")
+
+
+@app.command()
 def serve(port: Annotated[int, typer.Option(help="port on 127.0.0.1")] = 8104,
           parallel: Annotated[int, typer.Option(help="parallel slots")] = 4) -> None:
     """Run the embedded offline model (llama-server + SmolLM2) as an OpenAI-compatible endpoint."""

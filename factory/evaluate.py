@@ -262,14 +262,17 @@ class SamplePool:
         return out
 
 
-def _label_of(mapper: LabelMapper, value: Any, multilabel: bool) -> Label:
-    return ([value] if isinstance(value, str) else list(value)) if multilabel else str(value)
-
-
 def pool_from_store(store: Store, spec: Spec) -> SamplePool:
     """The spec's samples from the store: training uses the samples that survived the filters
     (``Store.kept_samples`` where the store has it), else every sample that is not a refusal."""
     rows = store.training_samples(spec.hash)
+    if not rows:
+        others = [f"{o['spec_hash']} ({o['samples']} samples)" for o in store.overview()
+                  if o["name"] == spec.name and o["spec_hash"] != spec.hash and o["samples"]]
+        hint = (f"; the store has samples of '{spec.name}' under other spec hashes: {', '.join(others)} (any edit of "
+                "the spec, its training or evaluation sections included, changes its hash)") if others else \
+            f"; run 'factory run {spec.source or spec.name}' first"
+        raise EvaluationError(f"{spec.name}: no samples for spec hash {spec.hash} in {store.path}{hint}")
     multilabel = spec.task == "multilabel"
     warnings: list[str] = []
     kept_ids: set[str] | None = None
@@ -282,6 +285,11 @@ def pool_from_store(store: Store, spec: Spec) -> SamplePool:
         ids.discard(None)
         if ids or not rows:
             kept_ids, source = ids, "kept_samples"
+            unfiltered = getattr(store, "unfiltered_count", None)
+            late = unfiltered(spec.hash) if callable(unfiltered) else 0
+            if late:
+                warnings.append(f"{late} samples were generated after the last filter stage and are left out "
+                                "until the filters run again")
         else:
             warnings.append("kept_samples() returned no samples (have the filters run?); training on every "
                             "sample that is not a refusal")
@@ -512,8 +520,11 @@ def run_evaluation(spec: Spec, pool: SamplePool | None, test: LabelledSet, confi
     plan: list[tuple[str, float, list[str], list[Label], dict[str, Any]]] = []
     if "synthetic" in compare or "synthetic+gold" in compare:
         assert pool is not None
-        subsets = budget_subsets(pool, fractions if "synthetic" in compare else [1.0], budget_order)
-        full = budget_subsets(pool, [1.0], budget_order)[0]
+        subsets = budget_subsets(pool, sorted(set(fractions) | {1.0}), budget_order)
+        full = subsets[-1]
+        if "synthetic" in compare:
+            wanted = set(check_fractions(fractions))
+            subsets = [s for s in subsets if s.fraction in wanted]
         spend_full = {"requests": full.requests, "tokens": full.tokens, "cost_usd": full.cost_usd}
         if "synthetic" in compare:
             for s in subsets:

@@ -307,8 +307,13 @@ def pod_log_tail(core_api: Any, namespace: str, label_selector: str, tail_lines:
         except Exception as exc:  # noqa: BLE001 - the log is best effort; the failure is reported anyway
             text = f"<log unavailable: {exc}>"
         lines = [ln for ln in text.splitlines() if not _is_pipes_message(ln)]
-        phase = pod.status.phase if pod.status else "?"
-        chunks.append(f"--- pod {name} ({phase}), last {tail_lines} log lines ---\n" + "\n".join(lines))
+        state = pod.status.phase if pod.status else "?"
+        for status in (pod.status.container_statuses or []) if pod.status else []:
+            if status.state and status.state.terminated:
+                state += f", {status.name} exit code {status.state.terminated.exit_code}"
+            elif status.state and status.state.waiting:
+                state += f", {status.name} waiting: {status.state.waiting.reason} {status.state.waiting.message or ''}"
+        chunks.append(f"--- pod {name} ({state.strip()}), last {tail_lines} log lines ---\n" + "\n".join(lines))
     return "\n".join(chunks) if chunks else f"<no pod matched {label_selector}>"
 
 
@@ -367,8 +372,9 @@ def run_train_job_k8s(
 
             api = _api_client(settings)
             log = pod_log_tail(kubernetes.client.CoreV1Api(api), settings.namespace, selector)
+            cause = "\n".join(ln for ln in str(exc).splitlines() if not _is_pipes_message(ln)).strip()
             raise K8sJobError(
-                f"training job failed ({shlex.join(command)}): {type(exc).__name__}: {exc}\n{log}"
+                f"training job failed: {shlex.join(command)}\n{log}\n--- {type(exc).__name__} ---\n{cause}"
             ) from exc
     finally:
         _delete_pods(settings, selector, api)

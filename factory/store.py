@@ -84,6 +84,14 @@ CREATE TABLE IF NOT EXISTS evaluations (
 """
 
 
+def _arrow_rows(rows: list[tuple[Any, ...]], created: datetime) -> Any:
+    """Row tuples (plus a trailing ``created_at``) as a pyarrow table with positional column names."""
+    import pyarrow as pa
+
+    columns = list(zip(*[(*row, created) for row in rows]))
+    return pa.table([pa.array(col) for col in columns], names=[f"c{i}" for i in range(len(columns))])
+
+
 class StoreError(RuntimeError):
     """The store cannot be used as it is (e.g. written by a newer attrfactory)."""
 
@@ -257,27 +265,16 @@ class Store:
         samples: Iterable[tuple[Any, ...]],
         cursor: duckdb.DuckDBPyConnection | None = None,
     ) -> None:
-        """Write prompts, completed requests and their samples in one transaction (idempotent)."""
+        """Write prompts, completed requests and their samples in one transaction (idempotent: rows already
+        stored are ignored). Rows go in as Arrow columns: thousands of rows cost one statement per table."""
         con = cursor or self.con
-        prompts, requests, samples = list(prompts), list(requests), list(samples)
         created = now()
+        batches = [("prompts", list(prompts)), ("llm_requests", list(requests)), ("samples", list(samples))]
         con.execute("BEGIN TRANSACTION")
         try:
-            if prompts:
-                con.executemany(
-                    "INSERT OR IGNORE INTO prompts VALUES (?, ?, ?, ?)", [(*p, created) for p in prompts]
-                )
-            if requests:
-                con.executemany(
-                    "INSERT OR IGNORE INTO llm_requests VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [(*r, created) for r in requests],
-                )
-            if samples:
-                con.executemany(
-                    "INSERT OR IGNORE INTO samples VALUES"
-                    " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [(*s, created) for s in samples],
-                )
+            for table, rows in batches:
+                if rows:
+                    self._insert_arrow(con, table, "*", _arrow_rows(rows, created), or_ignore=True)
         except BaseException:
             con.execute("ROLLBACK")
             raise
@@ -307,36 +304,39 @@ class Store:
     def sample_count(self, spec_hash: str) -> int:
         return self.con.execute("SELECT count(*) FROM samples WHERE spec_hash = ?", [spec_hash]).fetchone()[0]
 
-    def samples_per_class(self, spec_hash: str) -> dict[str, int]:
-        return dict(self.con.execute("SELECT class, count(*) FROM samples WHERE spec_hash = ? GROUP BY 1 ORDER BY 1",
-                                     [spec_hash]).fetchall())
-
     def samples(self, spec_hash: str) -> list[dict[str, Any]]:
         return self._dicts("SELECT * FROM samples WHERE spec_hash = ? ORDER BY class, sample_index, choice_index",
                            [spec_hash])
 
     def export_samples(self, spec_hash: str, out: Path, fmt: str) -> int:
-        """Write the spec's samples (text, label and provenance) to JSONL or Parquet; return the row count."""
+        """Write the spec's samples (text, label and provenance) to JSONL or Parquet and return the row count.
+        Once the filters have run, only the samples they kept are written."""
+        filtered = self.con.execute("SELECT count(*) FROM filter_decisions WHERE spec_hash = ? AND filter = 'final'",
+                                    [spec_hash]).fetchone()[0] > 0
+        keep = (" AND sample_id IN (SELECT sample_id FROM filter_decisions WHERE spec_hash = ? AND filter = 'final'"
+                " AND kept)") if filtered else ""
         query = (
             "SELECT text, class AS label, sample_id, spec_hash, run_id, method, model, attributes, seed,"
-            " sample_index, choice_index, prompt_hash, request_key, params, prompt_tokens, completion_tokens, cost_usd,"
-            " is_refusal, generated_at FROM samples WHERE spec_hash = '" + spec_hash.replace("'", "") + "'"
-            " ORDER BY class, sample_index, choice_index"
-        )
+            " sample_index, choice_index, prompt_hash, request_key, params, prompt_tokens, completion_tokens,"
+            " cost_usd, is_refusal, generated_at FROM samples WHERE spec_hash = ?" + keep +
+            " ORDER BY class, sample_index, choice_index")
+        params = [spec_hash, spec_hash] if filtered else [spec_hash]
         options = "FORMAT parquet" if fmt == "parquet" else "FORMAT json"
-        self.con.execute(f"COPY ({query}) TO '{str(out).replace(chr(39), chr(39) * 2)}' ({options})")
-        return self.sample_count(spec_hash)
+        self.con.execute(f"COPY ({query}) TO ? ({options})", [*params, str(out)])
+        return self.con.execute(f"SELECT count(*) FROM ({query})", params).fetchone()[0]
 
-    # ---- quality: filter decisions, embeddings, metrics -------------------------------------------
-
-    def _insert_arrow(self, con: duckdb.DuckDBPyConnection, table: str, columns: str, data: Any) -> None:
+    def _insert_arrow(self, con: duckdb.DuckDBPyConnection, table: str, columns: str, data: Any,
+                      or_ignore: bool = False) -> None:
         """``INSERT INTO table SELECT columns FROM data`` for a pyarrow table (fast for many rows)."""
         name = f"_arrow_{uuid.uuid4().hex[:8]}"
         con.register(name, data)
         try:
-            con.execute(f"INSERT OR IGNORE INTO {table} SELECT {columns} FROM {name}")
+            con.execute(f"INSERT {'OR IGNORE ' if or_ignore else ''}INTO {table} SELECT {columns} FROM {name}")
         finally:
-            con.unregister(name)
+            try:
+                con.unregister(name)
+            except duckdb.Error:  # the transaction is aborted: the view goes with the rollback
+                pass
 
     def replace_filter_decisions(self, spec_hash: str, rows: Sequence[tuple[str, str, bool, str | None]]) -> None:
         """Replace all of a spec's filter decisions by ``rows`` (sample_id, filter, kept, reason), in one
@@ -413,15 +413,12 @@ class Store:
 
         if not text_hashes:
             return {}
-        table = self.con.sql("SELECT text_hash, vector FROM embeddings WHERE model = $1 AND text_hash IN"
-                             " (SELECT unnest($2::VARCHAR[]))", params=[model, list(text_hashes)]).to_arrow_table()
-        if table.num_rows == 0:
+        found = self.con.execute("SELECT text_hash, vector FROM embeddings WHERE model = ? AND text_hash IN"
+                                 " (SELECT unnest(?::VARCHAR[]))", [model, list(text_hashes)]).fetchnumpy()
+        if not len(found["text_hash"]):
             return {}
-        hashes = table.column("text_hash").to_pylist()
-        vectors = table.column("vector").combine_chunks()
-        flat = np.asarray(vectors.flatten(), dtype=np.float32)
-        dim = flat.size // len(hashes)
-        return dict(zip(hashes, flat.reshape(len(hashes), dim)))
+        vectors = np.stack(list(found["vector"])).astype(np.float32, copy=False)
+        return dict(zip(found["text_hash"].tolist(), vectors))
 
     def save_embeddings(self, model: str, text_hashes: Sequence[str], vectors: Any) -> None:
         """Cache vectors (an ``(n, d)`` array) by text hash and model, in one transaction (existing rows stay)."""
@@ -436,11 +433,11 @@ class Store:
         data = pa.table({"text_hash": list(text_hashes), "model": [model] * len(text_hashes),
                          "vector": pa.FixedSizeListArray.from_arrays(pa.array(arr.ravel()), arr.shape[1])})
         with self.transaction() as con:
-            self._insert_arrow(con, "embeddings", "text_hash, model, vector::FLOAT[], now()", data)
+            self._insert_arrow(con, "embeddings", "text_hash, model, vector::FLOAT[], now()", data, or_ignore=True)
 
     def embedding_count(self, model: str | None = None) -> int:
         sql = "SELECT count(*) FROM embeddings" + (" WHERE model = ?" if model else "")
-        return self.con.execute(sql, [model] if model else []).fetchone()[0]
+        return self.con.execute(sql, [model] if model else []).fetchall()[0][0]
 
     def replace_metrics(self, spec_hash: str, rows: Sequence[tuple[str, str, float | None]],
                         scopes: Sequence[str], names: Sequence[str] | None = None,
@@ -489,8 +486,9 @@ class Store:
             " GROUP BY ALL ORDER BY 1, 2, 3", [spec_hash]).fetchall()
 
     def spec_records(self) -> list[dict[str, Any]]:
-        """Every recorded spec: spec_hash, name, spec (the JSON text), created_at."""
-        return self._dicts("SELECT spec_hash, name, spec, created_at FROM specs ORDER BY name, created_at", [])
+        """Every recorded spec: spec_hash, name, path (of the YAML file, may be empty), spec (the JSON text),
+        created_at."""
+        return self._dicts("SELECT spec_hash, name, path, spec, created_at FROM specs ORDER BY name, created_at", [])
 
     def spec_totals(self, spec_hash: str) -> dict[str, Any]:
         """Samples, refusals, classes and spend (requests, prompt/completion tokens, USD) behind a spec."""

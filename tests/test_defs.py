@@ -34,7 +34,7 @@ def test_definitions_load_with_every_stage() -> None:
     repo = defs.get_repository_def()
     keys = {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()}
     assert {"spec", "similar_classes", "attribute_values", "caf_filtered_values", "prompts", "generations",
-            "export"} <= keys
+            "filtered_samples", "embeddings", "diversity_metrics", "export"} <= keys
     assert repo.get_sensor_def("spec_sensor") and repo.get_schedule_def("nightly_top_up")
     for job in ("build_dataset", "top_up"):  # jobs resolve lazily: resolve them here
         assert "generations" in {k.to_user_string() for k in repo.get_job(job).asset_layer.executable_asset_keys}
@@ -48,20 +48,28 @@ def test_materialize_whole_graph_on_real_model(llm_server, tmp_path: Path) -> No
     instance = DagsterInstance.ephemeral()
     result = materialize_spec(path, db, instance=instance, export_dir=tmp_path / "exports")
     assert result.success
+    filtered = materialization_metadata(result, "filtered_samples")
     gen = materialization_metadata(result, "generations")
     assert gen["samples"] == 4 and gen["status"] == "done" and gen["requests_sent"] == 4
     assert json.loads(json.dumps(gen["per_class"])) == {"business": 2, "sports": 2}
     prompts = materialization_metadata(result, "prompts")
     assert prompts["requests"] == 4 and "sports" in prompts["example_prompt"]
     assert materialization_metadata(result, "spec")["classes"] == ["sports", "business"]
-    assert materialization_metadata(result, "export")["rows"] == 4
+    assert materialization_metadata(result, "export")["rows"] == filtered["kept"]
+    assert filtered["generated"] == 4 and 0 < filtered["kept"] <= 4
+    assert "data:image/png;base64," in filtered["funnel"]
+    diversity = materialization_metadata(result, "diversity_metrics")
+    assert 0 < diversity["aps"] <= 1 and diversity["vocabulary_size"] > 5
+    assert materialization_metadata(result, "embeddings")["encoded_now"] >= 1
     checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
-    assert checks == {"budget_not_exceeded": True, "classes_balanced": True}
+    assert set(checks) == {"budget_not_exceeded", "classes_balanced", "min_samples_per_class", "near_duplicate_rate"}
+    assert checks["budget_not_exceeded"] and checks["classes_balanced"]
     con = duckdb.connect(str(db), read_only=True)
     assert con.execute("SELECT count(*), count(DISTINCT class) FROM samples").fetchall() == [(4, 2)]
     assert con.execute("SELECT status FROM runs").fetchall() == [("done",)]
     con.close()
-    assert duckdb.sql(f"SELECT count(*) FROM '{tmp_path / 'exports' / 'tiny.parquet'}'").fetchall() == [(4,)]
+    exported = duckdb.sql(f"SELECT count(*) FROM '{tmp_path / 'exports' / 'tiny.parquet'}'").fetchall()
+    assert exported == [(filtered["kept"],)]
     # the partition and its materializations are in the instance, as the UI shows them
     assert instance.get_dynamic_partitions("spec") == ["tiny"]
     again = materialize_spec(path, db, instance=instance, export_dir=tmp_path / "exports")

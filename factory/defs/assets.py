@@ -4,6 +4,7 @@ and attaches metadata; the data itself lives in the DuckDB store."""
 
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from dagster import (
     AssetCheckResult,
@@ -119,7 +120,7 @@ def generations(context: AssetExecutionContext, factory: FactoryResource) -> Mat
     with factory.store() as store:
         attrs = pipeline.attributes_stage(s, store)
         result = pipeline.generation_stage(s, store, attrs, factory.show_progress)
-        per_class = store.samples_per_class(s.hash)
+        per_class = store.class_counts(s.hash)
         spent = store.spend_for_spec(s.hash)
     r = result.report
     context.log.info(f"run {result.run_id}: {result.status}, {r.samples} samples ({r.new_samples} new)")
@@ -131,8 +132,63 @@ def generations(context: AssetExecutionContext, factory: FactoryResource) -> Mat
         check_results=[_budget_check(s, spent), _balance_check(s, per_class)])
 
 
-@asset(partitions_def=SPECS, group_name=GROUP, deps=[generations],
-       description="The spec's samples with provenance, as Parquet.")
+def _min_samples_check(s: Spec, kept: dict[str, int], share: float = 0.5) -> AssetCheckResult:
+    need = max(1, int(share * s.budget.samples_per_class))
+    short = {c: kept.get(c, 0) for c in s.class_names if kept.get(c, 0) < need}
+    return AssetCheckResult(check_name="min_samples_per_class", passed=not short,
+                            metadata={"minimum": need, "kept": MetadataValue.json(kept),
+                                      "short": MetadataValue.json(short)})
+
+
+def _near_dup_check(dropped: dict[str, int], generated: int, threshold: float = 0.2) -> AssetCheckResult:
+    rate = dropped.get("near_dup", 0) / max(generated, 1)
+    return AssetCheckResult(check_name="near_duplicate_rate", passed=rate <= threshold,
+                            severity=AssetCheckSeverity.WARN, metadata={"rate": rate, "threshold": threshold})
+
+
+def _chart_md(chart: Any) -> MetadataValue:
+    return MetadataValue.md(f"![{chart.title}]({chart.data_uri})\n\n{chart.caption}")
+
+
+@multi_asset(
+    partitions_def=SPECS, group_name=GROUP, deps=[generations],
+    outs={"filtered_samples": AssetOut(description="Samples kept by the filters (refusals, duplicates, "
+                                                   "near-duplicates, length, label consistency)."),
+          "embeddings": AssetOut(description="all-MiniLM-L6-v2 embeddings of the samples, cached by text hash."),
+          "diversity_metrics": AssetOut(description="Diversity per class and overall, closeness to real data, "
+                                                    "and attribute bias (asked vs shown).")},
+    check_specs=[AssetCheckSpec("min_samples_per_class", asset="filtered_samples"),
+                 AssetCheckSpec("near_duplicate_rate", asset="filtered_samples")],
+)
+def quality(context: AssetExecutionContext, factory: FactoryResource):  # type: ignore[no-untyped-def]
+    from factory.quality.report import diversity_chart, funnel_chart, report_data
+    from factory.quality.stage import run_quality
+
+    s = factory.spec(context.partition_key)
+    with factory.store() as store:
+        result = run_quality(s, store, show_progress=factory.show_progress)
+        data = report_data(s, store)
+        kept_by_class = Counter(r["class"] for r in store.kept_samples(s.hash))
+    funnel, diversity = funnel_chart(data), diversity_chart(data)
+    for note in result.notes:
+        context.log.info(note)
+    overall = {k: v for k, v in result.diversity["overall"].items() if v is not None}
+    yield Output(None, "filtered_samples", metadata={
+        "generated": result.generated, "kept": result.kept, "dropped": MetadataValue.json(result.dropped),
+        "kept_per_class": MetadataValue.json(dict(kept_by_class)),
+        **({"funnel": _chart_md(funnel)} if funnel else {})})
+    yield _min_samples_check(s, dict(kept_by_class))
+    yield _near_dup_check(result.dropped, result.generated)
+    yield Output(None, "embeddings", metadata={"encoded_now": result.encoded, "texts": result.generated,
+                                               "model": "all-MiniLM-L6-v2"})
+    yield Output(None, "diversity_metrics", metadata={
+        **{k: float(v) for k, v in overall.items() if isinstance(v, (int, float))},
+        "bias_dimensions": MetadataValue.json([b.dimension for b in result.bias]),
+        **({"diversity": _chart_md(diversity)} if diversity else {}), "notes": MetadataValue.json(result.notes)})
+
+
+@asset(partitions_def=SPECS, group_name=GROUP, deps=["filtered_samples"],
+       description="The spec's kept samples with provenance, as Parquet.")
 def export(context: AssetExecutionContext, factory: FactoryResource) -> MaterializeResult:
     s = factory.spec(context.partition_key)
     out = Path(factory.export_dir) / f"{context.partition_key}.parquet"
@@ -142,4 +198,4 @@ def export(context: AssetExecutionContext, factory: FactoryResource) -> Material
     return MaterializeResult(metadata={"path": MetadataValue.path(str(out.resolve())), "rows": n})
 
 
-ASSETS = [spec, attributes, prompts, generations, export]
+ASSETS = [spec, attributes, prompts, generations, quality, export]

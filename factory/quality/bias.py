@@ -24,8 +24,10 @@ Which values: the newest ``attribute_values`` version of the spec (elicited or l
 values the spec gives (``values``, ``values_file``, ``range``), and every value asked in its samples.
 A spec with none of these (a SimPrompt spec without attributes) borrows the dimensions of a related
 spec in the store: first another spec of the same name, else one with the same class set, the most
-recent first; from it the attribute values, or the values asked in its samples. So a SimPrompt run
-shows which locations, styles, subtopics ... the model gravitates to when nobody asks.
+recent first; its values are found the same way (stored attribute values, its YAML's values, the values
+asked in its samples). So a SimPrompt run shows which locations, styles, subtopics ... the model
+gravitates to when nobody asks. Every dimension is used, not only location-like ones; numeric length
+dimensions are read by word count.
 
 Everything is stored in ``metrics`` with scope ``bias:<dimension>``.
 """
@@ -35,8 +37,9 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -100,8 +103,10 @@ def _add(target: dict[str, dict[str, list[str]]], dim: str, cls: str, value: str
         values.append(value)
 
 
-def own_values(spec: Spec, store: Store, samples: Sequence[dict[str, Any]]) -> tuple[dict[str, dict[str, list[str]]], str]:
-    """``{dimension: {class or '': [values]}}`` of the spec itself, and where they came from."""
+def own_values(spec: Spec, store: Store, asked: Iterable[tuple[str, str, str]]) -> tuple[dict[str, dict[str, list[str]]], str]:
+    """``{dimension: {class or '': [values]}}`` of a spec, and where they came from: its newest stored
+    attribute values, else the values its YAML gives, plus the values ``asked`` (dimension, class, value)
+    in its samples (under the class only for ``per_class`` dimensions)."""
     values: dict[str, dict[str, list[str]]] = {}
     sources = []
     stored = store.latest_attribute_values(spec.hash)
@@ -121,42 +126,53 @@ def own_values(spec: Spec, store: Store, samples: Sequence[dict[str, Any]]) -> t
                 _add(values, dim, cls, v)
         if found and "spec" not in sources:
             sources.append("spec")
-    asked = False
-    for s in samples:
-        for dim, value in _attrs(s).items():
-            asked = True
-            known = values.get(dim, {})
-            if not any(value.lower() == v.lower() for vs in known.values() for v in vs):
-                _add(values, dim, s["class"] if dim in spec.attributes and spec.attributes[dim].per_class else ALL,
-                     value)
-    if asked and not sources:
+    any_asked = False
+    for dim, cls, value in asked:
+        any_asked = True
+        known = values.get(dim, {})
+        if not any(value.lower() == v.lower() for vs in known.values() for v in vs):
+            per_class = dim in spec.attributes and spec.attributes[dim].per_class
+            _add(values, dim, cls if per_class else ALL, value)
+    if any_asked and not sources:
         sources.append("asked")
     return values, "+".join(sources)
 
 
+def _asked_in(samples: Sequence[dict[str, Any]]) -> Iterator[tuple[str, str, str]]:
+    for s in samples:
+        for dim, value in _attrs(s).items():
+            yield dim, s["class"], value
+
+
+def _stored_spec(rec: dict[str, Any]) -> Spec | None:
+    try:
+        other = Spec.model_validate_json(rec["spec"])
+    except ValueError:
+        return None
+    if rec.get("path"):
+        other._source = Path(rec["path"])
+    return other
+
+
 def related_values(spec: Spec, store: Store) -> tuple[dict[str, dict[str, list[str]]], str]:
-    """The dimensions of a related spec (same name first, then the same class set; newest first)."""
+    """The dimensions of a related spec: another spec of the same name first, then one with the same
+    class set, the newest first; the first that has any values wins."""
     classes = set(spec.class_names)
     candidates = []
     for rec in store.spec_records():
         if rec["spec_hash"] == spec.hash:
             continue
-        try:
-            other_classes = {c["name"] for c in json.loads(rec["spec"]).get("classes", [])}
-        except (ValueError, TypeError, AttributeError):
+        other = _stored_spec(rec)
+        if other is None:
             continue
         if rec["name"] == spec.name:
-            candidates.append((0, rec))
-        elif other_classes == classes:
-            candidates.append((1, rec))
+            candidates.append((0, rec, other))
+        elif set(other.class_names) == classes:
+            candidates.append((1, rec, other))
     candidates.sort(key=lambda c: (c[0], -c[1]["created_at"].timestamp()))
-    for _, rec in candidates:
-        values: dict[str, dict[str, list[str]]] = {}
-        for dim, cls, value in store.latest_attribute_values(rec["spec_hash"]):
-            _add(values, dim, cls, value)
-        if not values:
-            for dim, cls, value, _count in store.asked_attribute_values(rec["spec_hash"]):
-                _add(values, dim, cls, value)
+    for _, rec, other in candidates:
+        asked = [(d, c, v) for d, c, v, _n in store.asked_attribute_values(rec["spec_hash"])]
+        values, _source = own_values(other, store, asked)
         if values:
             return values, f"related:{rec['name']}:{rec['spec_hash']}"
     return {}, ""
@@ -273,7 +289,7 @@ def dimension_bias(spec: Spec, dim: str, by_class: dict[str, list[str]], source:
 def bias_report(spec: Spec, store: Store, samples: Sequence[dict[str, Any]], embed: EmbedFn | None = None,
                 text_emb: NDArray[np.float32] | None = None) -> list[DimensionBias]:
     """Asked vs shown for every dimension of the spec (or of a related spec, for SimPrompt runs)."""
-    values, source = own_values(spec, store, samples)
+    values, source = own_values(spec, store, _asked_in(samples))
     if not values:
         values, source = related_values(spec, store)
     if not values:

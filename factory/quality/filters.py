@@ -280,15 +280,18 @@ async def _ask_labels(spec: Spec, store: Store, endpoint: Any, samples: Sequence
     spent = store.spend_for_spec(spec.hash)
     budget.requests, budget.tokens, budget.usd = spent["requests"], spent["tokens"], spent["usd"]
 
-    def job(i: int, s: dict[str, Any]) -> Callable[[], Any]:
+    requests = [label_request(spec, s["text"], 0) for s in samples]
+
+    def job(i: int) -> Callable[[], Any]:
         async def run() -> None:
-            done = await engine.complete(label_request(spec, s["text"], 0))
+            done = await engine.complete(requests[i])
             answers[i] = done.choices[0] if done.choices else ""
 
         return run
 
     async with open_engine(spec.generation, store, endpoint, budget) as engine:
-        await engine.map(job(i, s) for i, s in enumerate(samples))
+        engine.prefetch(r.key for r in requests)
+        await engine.map(job(i) for i in range(len(requests)))
     return answers
 
 

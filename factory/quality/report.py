@@ -171,6 +171,7 @@ def report_data(spec: Spec, store: Store) -> dict[str, Any]:
     return {
         "spec": spec, "hash": spec.hash, "generated_at": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "totals": totals, "kept": kept, "unfiltered": store.unfiltered_count(spec.hash),
+        "refusals": summary["refusal"]["dropped"] if "refusal" in summary else totals["refusals"],
         "spend": {"requests": totals["requests"], "prompt_tokens": prompt_t, "completion_tokens": completion_t,
                   "tokens": prompt_t + completion_t, "usd": totals["usd"],
                   "usd_per_kept": totals["usd"] / kept if kept else None},
@@ -261,7 +262,7 @@ def class_chart(data: dict[str, Any]) -> Chart | None:
 def diversity_chart(data: dict[str, Any]) -> Chart | None:
     per_class = data["per_class"]
     names = [c for c in per_class if per_class[c]]
-    if not names:
+    if not names or not any((per_class[c].get("n_kept") or 0) > 0 for c in names):
         return None
     plt = _plt()
     panels = [("aps", "APS (lower = more diverse)"), ("vocabulary_size", "vocabulary size"),
@@ -315,14 +316,22 @@ def compare_chart(data: dict[str, Any]) -> Chart | None:
     panels = [("n_kept", "kept samples"), ("aps", "APS ↓"), ("mean_class_aps", "mean class APS ↓"),
               ("vocabulary_size", "vocabulary"), ("usd", "cost (USD)"), ("top5_similarity", "top-5 sim. to real ↑")]
     panels = [p for p in panels if p[0] == "usd" or any(r["overall"].get(p[0]) is not None for r in rows)]
-    fig, axes = plt.subplots(1, len(panels), figsize=(2.9 * len(panels), 3.4), squeeze=False)
-    labels = [f"{r['name']}\n{r['method']}\n{r['hash'][:6]}" for r in rows]
+    ncols = min(3, len(panels))
+    nrows = math.ceil(len(panels) / ncols)
+    width = max(2.9, 0.9 * len(rows) + 0.8)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, 3.3 * nrows), squeeze=False)
+    labels = [f"{_short(r['name'], 18)}\n{r['method']}\n{r['hash'][:6]}" for r in rows]
     colors = ["#2f855a" if r["current"] else "#718096" for r in rows]
-    for ax, (key, title) in zip(axes[0], panels):
-        values = [r["totals"]["usd"] if key == "usd" else (r["overall"].get(key) or 0) for r in rows]
-        ax.bar(range(len(rows)), values, color=colors)
+    for ax, (key, title) in zip(axes.flat, panels):
+        values = [r["totals"]["usd"] if key == "usd" else r["overall"].get(key) for r in rows]
+        ax.bar(range(len(rows)), [v or 0 for v in values], color=colors)
+        for i, v in enumerate(values):
+            if v is None:
+                ax.text(i, 0, "n/a", ha="center", va="bottom", fontsize=8, color="#718096")
         ax.set_xticks(range(len(rows)), labels, fontsize=7)
         ax.set_title(title, fontsize=10)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
     return Chart("compare", "Specs with the same classes",
                  "This spec (green) against the other specs in the store with the same class set.", _png(fig))
 
@@ -345,7 +354,7 @@ def _fmt(value: Any, digits: int = 3) -> str:
     if isinstance(value, float):
         if math.isnan(value):
             return "—"
-        if value.is_integer() and abs(value) >= 1:
+        if value.is_integer():
             return f"{int(value):,}"
         return f"{value:.{digits}f}"
     return str(value)

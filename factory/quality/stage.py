@@ -7,8 +7,8 @@ survived every filter); the metrics of a spec are replaced on every run:
 
 * scope ``overall``: the names of :func:`factory.quality.metrics.diversity_report`'s ``overall`` part
   (``n_texts``, ``n_embedded``, ``n_classes``, ``vocabulary_size``, ``aps``, ``mean_class_aps``,
-  ``inter_class_aps``, ``remote_clique``, ``chamfer_distance``) plus ``n_generated``, ``n_refusals``,
-  ``n_kept`` and, when the spec's ``evaluation.test_set`` resolves to a file, ``top5_similarity`` (mean
+  ``inter_class_aps``, ``remote_clique``, ``chamfer_distance``) plus ``n_generated``, ``n_refusals``
+  (dropped by the refusal filter; flagged at generation when that filter is off), ``n_kept`` and, when the spec's ``evaluation.test_set`` resolves to a file, ``top5_similarity`` (mean
   over the real test texts of the mean cosine to their 5 most similar kept texts), ``n_real`` and
   ``real_aps`` (the APS of the real test set, for reference);
 * scope ``class:<name>``: the ``per_class`` part of the report, ``n_generated``, ``n_kept`` and
@@ -84,7 +84,7 @@ def _real_texts(spec: Spec) -> tuple[list[tuple[str, str]] | None, str | None]:
 
 def diversity_rows(spec: Spec, store: Store, samples: Sequence[dict[str, Any]], kept: Sequence[dict[str, Any]],
                    kept_emb: NDArray[np.float32], embedder: Embedder | None,
-                   show_progress: bool = False) -> tuple[list[tuple[str, str, float | None]], dict[str, Any], list[str]]:
+                   show_progress: bool = False, outcome: FilterOutcome | None = None) -> tuple[list[tuple[str, str, float | None]], dict[str, Any], list[str]]:
     """Metric rows (scope, name, value), the report dict and notes for the kept samples."""
     notes: list[str] = []
     texts = [s["text"] for s in kept]
@@ -92,7 +92,8 @@ def diversity_rows(spec: Spec, store: Store, samples: Sequence[dict[str, Any]], 
     emb = kept_emb if len(kept) else np.zeros((0, 384), dtype=np.float32)
     report = diversity_report(emb, labels, texts)
     generated = Counter(s["class"] for s in samples)
-    refusals = sum(bool(s.get("is_refusal")) for s in samples)
+    flagged = sum(bool(s.get("is_refusal")) for s in samples)
+    refusals = outcome.dropped.get("refusal", flagged) if outcome is not None else flagged
     kept_by_class = Counter(labels)
     overall = report["overall"]
     overall |= {"n_generated": len(samples), "n_refusals": refusals, "n_kept": len(kept)}
@@ -148,7 +149,7 @@ def run_quality(spec: Spec, store: Store, show_progress: bool = False, embedder:
     seconds["embeddings"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    rows, report, notes = diversity_rows(spec, store, samples, kept, kept_emb, embedder, show_progress)
+    rows, report, notes = diversity_rows(spec, store, samples, kept, kept_emb, embedder, show_progress, outcome)
     store.replace_metrics(spec.hash, rows, scopes=DIVERSITY_SCOPES, names=DIVERSITY_NAMES)
     seconds["metrics"] = time.perf_counter() - t
 
