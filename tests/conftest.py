@@ -35,3 +35,14 @@ def shared_data() -> Path:
 @pytest.fixture
 def db(tmp_path: Path) -> Path:
     return tmp_path / "factory.duckdb"
+
+
+def query(db: Path, sql: str) -> list[tuple]:
+    """Rows of ``sql`` from a store file, read-only (the writer has closed it)."""
+    import duckdb
+
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()

@@ -11,7 +11,6 @@ import textwrap
 import time
 from pathlib import Path
 
-import duckdb
 import pytest
 from typer.testing import CliRunner
 
@@ -19,6 +18,7 @@ from factory import pipeline
 from factory.cli import app
 from factory.spec import Spec, load_spec
 from factory.store import Store
+from conftest import query as rows
 from fault_server import FaultServer, expected_content, spawn
 
 SPEC = textwrap.dedent("""\
@@ -53,12 +53,6 @@ def run(path: Path, db: Path) -> pipeline.RunResult:
         return pipeline.run(load_spec(path), store)
 
 
-def rows(db: Path, sql: str) -> list[tuple]:
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
 
 
 @pytest.mark.llm

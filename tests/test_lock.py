@@ -5,7 +5,6 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
-import duckdb
 import pytest
 import yaml
 from typer.testing import CliRunner
@@ -15,6 +14,7 @@ from factory.cli import app
 from factory.lock import inputs_hash, lock_path, read_lock, write_lock
 from factory.spec import SpecError, load_spec
 from factory.store import Store
+from conftest import query as q
 from fault_server import FaultServer
 
 SPEC = textwrap.dedent("""\
@@ -49,12 +49,6 @@ def write_spec(tmp_path: Path, base_url: str, task: str = "multiclass") -> Path:
     return path
 
 
-def q(db: Path, sql: str) -> list[tuple]:
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
 
 
 @pytest.mark.llm
