@@ -27,14 +27,23 @@ SPEC = textwrap.dedent("""\
     similar_classes: {given: {sports: [business], business: [sports]}}
     generation: {method: attrprompt, base_url: BASE_URL, max_tokens: 24}
     budget: {samples_per_class: 2, max_requests: 10}
+    evaluation: {test_set: test.jsonl}
+    training: {budget_fractions: [0.5, 1.0]}
     """)
+
+TEST_SET = [("The striker scored twice as the home team won the cup final.", "sports"),
+            ("The coach praised his players after a hard-fought victory on the pitch.", "sports"),
+            ("The tennis champion lost in straight sets at the open.", "sports"),
+            ("Shares of the bank fell after quarterly profits missed forecasts.", "business"),
+            ("The retailer plans to cut costs and close stores to protect its margins.", "business"),
+            ("Investors cheered as the company raised its annual revenue outlook.", "business")]
 
 
 def test_definitions_load_with_every_stage() -> None:
     repo = defs.get_repository_def()
     keys = {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()}
     assert {"spec", "similar_classes", "attribute_values", "caf_filtered_values", "prompts", "generations",
-            "filtered_samples", "embeddings", "diversity_metrics", "export"} <= keys
+            "filtered_samples", "embeddings", "diversity_metrics", "classifier", "evaluation", "export"} <= keys
     assert repo.get_sensor_def("spec_sensor") and repo.get_schedule_def("nightly_top_up")
     for job in ("build_dataset", "top_up"):  # jobs resolve lazily: resolve them here
         assert "generations" in {k.to_user_string() for k in repo.get_job(job).asset_layer.executable_asset_keys}
@@ -44,6 +53,7 @@ def test_definitions_load_with_every_stage() -> None:
 def test_materialize_whole_graph_on_real_model(llm_server, tmp_path: Path) -> None:
     path = tmp_path / "tiny.yaml"
     path.write_text(SPEC.replace("BASE_URL", llm_server.base_url))
+    (tmp_path / "test.jsonl").write_text("".join(json.dumps({"text": t, "label": l}) + "\n" for t, l in TEST_SET))
     db = tmp_path / "f.duckdb"
     instance = DagsterInstance.ephemeral()
     result = materialize_spec(path, db, instance=instance, export_dir=tmp_path / "exports")
@@ -61,12 +71,20 @@ def test_materialize_whole_graph_on_real_model(llm_server, tmp_path: Path) -> No
     diversity = materialization_metadata(result, "diversity_metrics")
     assert 0 < diversity["aps"] <= 1 and diversity["vocabulary_size"] > 5
     assert materialization_metadata(result, "embeddings")["encoded_now"] >= 1
+    clf = materialization_metadata(result, "classifier")
+    assert clf["runner"] == "local" and clf["evaluations_saved"] == 2 and 0 <= clf["macro_f1"] <= 1
+    ev = materialization_metadata(result, "evaluation")
+    assert [p["fraction"] for p in ev["f1_vs_budget"]] == [0.5, 1.0] and "data:image/png" in ev["chart"]
     checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
-    assert set(checks) == {"budget_not_exceeded", "classes_balanced", "min_samples_per_class", "near_duplicate_rate"}
+    assert set(checks) == {"budget_not_exceeded", "classes_balanced", "min_samples_per_class", "near_duplicate_rate",
+                           "evaluation_present"}
+    assert checks["evaluation_present"]
     assert checks["budget_not_exceeded"] and checks["classes_balanced"]
     con = duckdb.connect(str(db), read_only=True)
     assert con.execute("SELECT count(*), count(DISTINCT class) FROM samples").fetchall() == [(4, 2)]
     assert con.execute("SELECT status FROM runs").fetchall() == [("done",)]
+    assert con.execute("SELECT count(*), count(DISTINCT budget_fraction), min(n_train) > 0 FROM evaluations"
+                       ).fetchall() == [(2, 2, True)]
     con.close()
     exported = duckdb.sql(f"SELECT count(*) FROM '{tmp_path / 'exports' / 'tiny.parquet'}'").fetchall()
     assert exported == [(filtered["kept"],)]

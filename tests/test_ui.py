@@ -22,7 +22,7 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
 ASSETS = ["spec", "similar_classes", "attribute_values", "caf_filtered_values", "prompts", "generations",
-          "filtered_samples", "embeddings", "diversity_metrics", "export"]
+          "filtered_samples", "embeddings", "diversity_metrics", "classifier", "evaluation", "export"]
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium (.ci/run installs it)")
 

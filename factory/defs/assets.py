@@ -2,6 +2,8 @@
 and attaches metadata; the data itself lives in the DuckDB store."""
 
 
+import base64
+import shutil
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -187,6 +189,99 @@ def quality(context: AssetExecutionContext, factory: FactoryResource):  # type: 
         **({"diversity": _chart_md(diversity)} if diversity else {}), "notes": MetadataValue.json(result.notes)})
 
 
+def _test_set(s: Spec) -> Path | None:
+    """The spec's real test set when it names one that exists here; None otherwise."""
+    if s.evaluation.test_set is None:
+        return None
+    try:
+        path = s.resolve_path(s.evaluation.test_set.path)
+    except ValueError:  # an unset ${VAR}
+        return None
+    return path if path.is_file() else None
+
+
+def _launch_train_job(context: AssetExecutionContext, factory: FactoryResource, s: Spec,
+                      samples: Path, test_set: Path) -> dict[str, Any]:
+    """The train/eval job through Dagster Pipes: a local subprocess, or a pod on the cluster. Either way the
+    job reads the exported samples and the test set, and reports its results back."""
+    from factory.jobs.train import pipes_extras, train_job_command
+
+    runner = "kubernetes" if "kubernetes" in (factory.runner, s.training.runner) else "local"
+    if runner == "local":
+        from dagster import PipesSubprocessClient
+
+        extras = pipes_extras(s.source, samples=samples, test_set=test_set)
+        invocation = PipesSubprocessClient().run(command=train_job_command(), context=context, extras=extras)
+    else:
+        from factory.k8s import K8sSettings, run_train_job_k8s
+
+        settings = K8sSettings.from_env()
+        if settings.data is None:
+            raise RuntimeError("runner kubernetes needs FACTORY_DATA_PVC or FACTORY_DATA_HOST_PATH for the job's data")
+        to_pod = settings.data.pod_path
+        extras = pipes_extras(to_pod(samples.with_suffix(".yaml")), samples=to_pod(samples),
+                              test_set=to_pod(test_set))
+        invocation = run_train_job_k8s(context, s.training, command=["python", "-m", "factory.jobs.train"],
+                                       settings=settings, extras=extras)
+    messages = [m for m in invocation.get_custom_messages() if isinstance(m, dict) and "results" in m]
+    if not messages:
+        raise RuntimeError("the train job ended without reporting its results")
+    return {"runner": runner, "results": messages[-1]["results"], "materialization": invocation.get_materialize_result()}
+
+
+@asset(partitions_def=SPECS, group_name=GROUP, deps=["filtered_samples"],
+       description="A classifier trained on the kept samples (linear probe or fine-tuning) and scored on the "
+                   "spec's real test set, at every budget fraction; runs as a job (subprocess or pod).")
+def classifier(context: AssetExecutionContext, factory: FactoryResource) -> MaterializeResult:
+    s = factory.spec(context.partition_key)
+    test_set = _test_set(s)
+    if test_set is None:
+        context.log.info("no usable evaluation.test_set: nothing to train against")
+        return MaterializeResult(metadata={"skipped": "the spec names no test set that exists here"})
+    work = Path(factory.export_dir) / "train" / context.partition_key
+    work.mkdir(parents=True, exist_ok=True)
+    samples, staged_test = work / "samples.parquet", work / f"test{test_set.suffix}"
+    with factory.store() as store:
+        n = store.export_samples(s.hash, samples, "parquet")
+    shutil.copyfile(test_set, staged_test)  # the job (maybe in a pod) sees only this folder
+    if s.source is not None:
+        shutil.copyfile(s.source, samples.with_suffix(".yaml"))
+    job = _launch_train_job(context, factory, s, samples, staged_test)
+    with factory.store() as store:
+        saved = store.save_evaluations(job["results"]["evaluations"])
+    meta = dict(job["materialization"].metadata or {})
+    return MaterializeResult(metadata={**meta, "runner": job["runner"], "train_samples": n,
+                                       "evaluations_saved": saved})
+
+
+@asset(partitions_def=SPECS, group_name=GROUP, deps=[classifier],
+       check_specs=[AssetCheckSpec("evaluation_present", asset="evaluation")],
+       description="Accuracy and macro-F1 on the real test set, and F1 against the budget spent.")
+def evaluation(context: AssetExecutionContext, factory: FactoryResource) -> MaterializeResult:
+    from factory.evaluate import plot_f1_vs_budget
+
+    s = factory.spec(context.partition_key)
+    with factory.store() as store:
+        rows = [r for r in store.evaluations([s.hash]) if r["train_source"] == "synthetic"]
+    wants = _test_set(s) is not None or s.evaluation.test_set is not None
+    check = AssetCheckResult(check_name="evaluation_present", passed=bool(rows) or not wants,
+                             metadata={"evaluations": len(rows), "test_set_named": wants})
+    if not rows:
+        return MaterializeResult(metadata={"evaluations": 0}, check_results=[check])
+    full = max(rows, key=lambda r: (r["budget_fraction"], str(r["created_at"])))
+    chart = Path(factory.export_dir) / "train" / context.partition_key / "f1_vs_budget.png"
+    plot_f1_vs_budget(rows, chart)
+    curve = sorted({r["budget_fraction"]: r for r in rows}.values(), key=lambda r: r["budget_fraction"])
+    return MaterializeResult(
+        metadata={"macro_f1": float(full["macro_f1"]), "accuracy": float(full["accuracy"]),
+                  "n_train": int(full["n_train"]), "test_set": str(full["test_set"]),
+                  "f1_vs_budget": MetadataValue.json([{"fraction": r["budget_fraction"], "requests": r["requests"],
+                                                       "macro_f1": r["macro_f1"]} for r in curve]),
+                  "chart": MetadataValue.md(f"![F1 against budget](data:image/png;base64,"
+                                            f"{base64.b64encode(chart.read_bytes()).decode()})")},
+        check_results=[check])
+
+
 @asset(partitions_def=SPECS, group_name=GROUP, deps=["filtered_samples"],
        description="The spec's kept samples with provenance, as Parquet.")
 def export(context: AssetExecutionContext, factory: FactoryResource) -> MaterializeResult:
@@ -198,4 +293,4 @@ def export(context: AssetExecutionContext, factory: FactoryResource) -> Material
     return MaterializeResult(metadata={"path": MetadataValue.path(str(out.resolve())), "rows": n})
 
 
-ASSETS = [spec, attributes, prompts, generations, quality, export]
+ASSETS = [spec, attributes, prompts, generations, quality, classifier, evaluation, export]
