@@ -262,6 +262,30 @@ def report(spec: SpecArg, db: DbOpt = None,
 
 
 @app.command()
+def train(spec: SpecArg, db: DbOpt = None,
+          test_set: Annotated[Optional[Path], typer.Option(help="real test set [default: the spec's]")] = None,
+          trainer: Annotated[Optional[str], typer.Option(help="linear_probe or finetune [default: the spec's]")] = None,
+          chart: Annotated[Path, typer.Option(help="the F1-vs-budget chart (PNG)")] = Path("reports/f1_vs_budget.png"),
+          ) -> None:
+    """Train a classifier on the spec's kept samples and score it on the real test set, at every budget
+    fraction (the job Dagster runs as a subprocess or pod, here in-process)."""
+    from factory.evaluate import EvaluationError, format_table
+    from factory.jobs.train import JobOptions, run_job
+    from factory.trainers import TrainerError
+
+    _load(spec)
+    chart.parent.mkdir(parents=True, exist_ok=True)
+    options = JobOptions(spec=str(spec), db=str(db or default_db_path()), test_set=str(test_set) if test_set else None,
+                         trainer=trainer, chart=str(chart), show_progress=True)
+    try:
+        results = run_job(options, log=lambda m: err.print(f"[dim]{m}[/dim]", highlight=False))
+    except (EvaluationError, TrainerError, StoreError, FileNotFoundError, SpecError) as exc:
+        raise _fail(exc) from None
+    console.print(format_table(results["evaluations"]), highlight=False, soft_wrap=True)
+    console.print(f"chart: {chart}")
+
+
+@app.command()
 def serve(port: Annotated[int, typer.Option(help="port on 127.0.0.1")] = 8104,
           parallel: Annotated[int, typer.Option(help="parallel slots")] = 4) -> None:
     """Run the embedded offline model (llama-server + SmolLM2) as an OpenAI-compatible endpoint."""
