@@ -8,7 +8,7 @@ LLAMA_CMAKE_ARGS = -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DGGML_NAT
                    -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON -DLLAMA_CURL=OFF
 SPEC   ?= specs/example-minimal.yaml
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench clean k8s-tools image k8s-test
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,17 @@ demo: install
 
 test: install
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q $(PYTEST_ARGS)
+
+k8s-tools:
+	bash ../shared/tools/get-helm.sh >/dev/null
+
+# The container image, built with podman from the local cluster's base image (offline wheels).
+image: install
+	PYTHON=$(PY) bash scripts/build-image.sh
+
+# The cluster tier: a real single-node Kubernetes (../shared/k8s-local), the image, jobs through Dagster Pipes.
+k8s-test: install
+	PYTHON=$(PY) bash scripts/k8s-tier.sh
 
 bench: install
 	$(PY) benchmarks/bench_engine.py

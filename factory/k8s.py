@@ -88,7 +88,11 @@ class DataVolume:
     def pod_path(self, local: str | os.PathLike[str]) -> str:
         """The path inside the pod of a file the launcher sees at ``local`` (under ``local_root``)."""
         root = self.local_root or self.host_path or self.mount_path
-        rel = Path(os.path.abspath(local)).relative_to(os.path.abspath(root))
+        try:
+            rel = Path(os.path.abspath(local)).relative_to(os.path.abspath(root))
+        except ValueError:
+            raise ValueError(f"{local} is not on the data volume (under {root}), so a job pod cannot read it: "
+                             "keep the factory's files under the data mount (e.g. FACTORY_EXPORT_DIR)") from None
         return str(PurePosixPath(self.mount_path, *rel.parts))
 
 
