@@ -159,7 +159,10 @@ class Store:
         self.close()
 
     def close(self) -> None:
-        self.con.close()
+        """Close the connection and drop it, so a Store kept alive (e.g. by a traceback) holds nothing."""
+        con = self.__dict__.pop("con", None)
+        if con is not None:
+            con.close()
 
     @contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:

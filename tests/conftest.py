@@ -46,3 +46,11 @@ def query(db: Path, sql: str) -> list[tuple]:
         return con.execute(sql).fetchall()
     finally:
         con.close()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Collect reference cycles (tracebacks holding closed DuckDB connections) before the interpreter
+    exits, so that DuckDB's bindings do not report them as leaks."""
+    import gc
+
+    gc.collect()
