@@ -154,7 +154,7 @@ class NullWriter:
         pass
 
 
-async def _sample_limiter(engine: Engine, trace: list[tuple[int, int, int, int]], every_s: float = 0.01) -> None:
+async def _sample_limiter(engine: Engine, trace: list[tuple[int, int, int, int]], every_s: float = 0.05) -> None:
     queue = getattr(engine.writer, "queue", None)
     while True:
         trace.append((engine.limiter.limit, engine.limiter.in_flight, len(asyncio.all_tasks()),
@@ -272,6 +272,12 @@ def _cpu_snapshot() -> tuple[float, float] | None:
     return busy / tick, t.user + t.system + t.children_user + t.children_system + live
 
 
+def _own_cpu() -> float:
+    """CPU seconds of this process so far, all its threads (the DuckDB writer thread included)."""
+    t = os.times()
+    return t.user + t.system
+
+
 def _others(before: tuple[float, float] | None, wall: float) -> float | None:
     """Share of the machine's cores (0..1) that other processes used since ``before``."""
     after = _cpu_snapshot()
@@ -311,10 +317,11 @@ def section_throughput(args: argparse.Namespace, tmp: Path, summary: dict[str, A
         asyncio.run(raw_semaphore(server.base_url, warm, 4))  # load weights into cache, open the slots
         results: dict[str, list[Result]] = {}
         others: dict[str, list[float | None]] = {}
+        client_cpu: dict[str, list[float]] = {}
         order = ["raw4", "raw8", "engine"]
         for k in range(rounds):
             for what in (order if k % 2 == 0 else order[::-1]):
-                before = _cpu_snapshot()
+                before, own_cpu = _cpu_snapshot(), _own_cpu()
                 if what == "engine":
                     r = asyncio.run(engine_run(server.base_url, requests, 64, tmp, "engine (max 64, adaptive)",
                                                n=n))
@@ -323,7 +330,9 @@ def section_throughput(args: argparse.Namespace, tmp: Path, summary: dict[str, A
                 results.setdefault(r.label, []).append(r)
                 share = _others(before, r.wall_s)
                 others.setdefault(r.label, []).append(share)
+                client_cpu.setdefault(r.label, []).append(_own_cpu() - own_cpu)
                 print(f"  round {k + 1}: {r.label:<28} {r.wall_s:6.2f} s  {r.tps:7.1f} tok/s  {r.rps:5.2f} req/s"
+                      f"  client CPU {client_cpu[r.label][-1]:.2f} s"
                       + (f"  others {100 * share:3.0f}%" if share is not None else "")
                       + (f"  limit mean/final {r.extra['mean_limit']:.1f}/{r.extra['final_limit']}"
                          f"  in flight {r.extra['mean_in_flight']:.1f}" if r.extra else ""), flush=True)
@@ -336,7 +345,8 @@ def section_throughput(args: argparse.Namespace, tmp: Path, summary: dict[str, A
     rows = []
     for label, rs in results.items():
         rows.append([label, mean(label, "wall_s"), sum(r.completion_tokens for r in rs) / len(rs),
-                     mean(label, "tps"), mean(label, "rps"),
+                     mean(label, "tps"), mean(label, "rps"), sum(client_cpu[label]) / len(rs),
+                     1e3 * sum(client_cpu[label]) / sum(r.n for r in rs),
                      *(engine_cols(rs[-1]) if rs[-1].extra else ["", ""])])
     raw_labels = [label for label in results if label.startswith("raw")]
     best = max(raw_labels, key=lambda label: mean(label, "tps"))
@@ -347,7 +357,12 @@ def section_throughput(args: argparse.Namespace, tmp: Path, summary: dict[str, A
     worst_others = [max((others[label][k] or 0.0) for label in results) for k in range(rounds)]
     clean = [x for x, o in zip(per_round, worst_others) if o < CLEAN_SHARE]
     table(f"1. mean of {rounds} round(s), {n} requests each", ["client", "wall s", "compl. tokens", "tok/s",
-                                                              "req/s", "limit mean/final", "in flight"], rows)
+                                                              "req/s", "client CPU s", "client CPU ms/req",
+                                                              "limit mean/final", "in flight"], rows)
+    cores = os.cpu_count() or 2
+    print(f"(llama-server runs {max(1, min(cores, 4))} compute threads on {cores} cores here"
+          + (", so the client's own CPU, DuckDB writer thread included, is taken from the server's compute)"
+             if min(cores, 4) >= cores else ")"))
     print(f"best raw concurrency (mean tok/s): {best}")
     print(f"engine / best raw, ratio of means: {ratio_tps:.3f} in completion tokens/s, {ratio_rps:.3f} in req/s")
     print("engine / better raw of the same round: " + ", ".join(

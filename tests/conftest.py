@@ -25,6 +25,12 @@ def llm_server() -> Iterator["LocalServer"]:  # noqa: F821
         pytest.fail(f"the offline model server is required for these tests: {exc}")
 
 
+@pytest.fixture(autouse=True)
+def _exports_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Exports and training files of `factory run` go to the test's temp dir, never into the checkout."""
+    monkeypatch.setenv("FACTORY_EXPORT_DIR", str(tmp_path / "exports"))
+
+
 @pytest.fixture
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():

@@ -103,9 +103,11 @@ class EngineStats:
 class AdaptiveLimiter:
     """Concurrency that grows while latency holds (or throughput still rises) and halves on overload.
 
-    The limit starts at ``start`` and grows by a quarter after each window of ``limit`` successes whose
-    mean latency is within ``tolerance`` x the best window seen, or whose throughput beat the previous
-    window by 5% or more; a 429 or a timeout halves it (at most once per window).
+    Like TCP: the limit starts at ``start`` and doubles after each window of ``limit`` successes (slow start)
+    until the first window in which latency no longer holds and throughput no longer rises, or the first
+    overload; from then on it grows by a quarter per window whose mean latency is within ``tolerance`` x the
+    best window seen, or whose throughput beat the previous window by 5% or more. A 429 or a timeout halves
+    it (at most once per 50 ms).
     """
 
     def __init__(self, maximum: int, start: int = 8, tolerance: float = 1.5):
@@ -113,6 +115,7 @@ class AdaptiveLimiter:
         self.limit = min(start, maximum)
         self.tolerance = tolerance
         self.in_flight = 0
+        self.slow_start = True
         self._cond = asyncio.Condition()
         self._window: list[float] = []
         self._window_started = time.monotonic()
@@ -138,13 +141,17 @@ class AdaptiveLimiter:
         mean, rate = sum(self._window) / len(self._window), len(self._window) / elapsed
         holds = mean <= self.tolerance * self._best_latency
         self._best_latency = min(self._best_latency, mean)
-        if (holds or rate >= 1.05 * self._last_rate) and self.limit < self.maximum:
-            self.limit = min(self.maximum, self.limit + max(1, self.limit // 4))
+        if holds or rate >= 1.05 * self._last_rate:
+            step = self.limit if self.slow_start else max(1, self.limit // 4)
+            self.limit = min(self.maximum, self.limit + step)
+        else:
+            self.slow_start = False
         self._last_rate = rate
         self._window, self._window_started = [], time.monotonic()
 
     def on_overload(self) -> None:
         now = time.monotonic()
+        self.slow_start = False
         if now - self._last_cut > 0.05:
             self.limit = max(1, self.limit // 2)
             self._last_cut = now
@@ -153,11 +160,13 @@ class AdaptiveLimiter:
 
 
 class RequestWriter:
-    """Writes completed requests and their samples to DuckDB in a background thread, batching whatever
-    completes while the previous write runs (one row at a time when idle, large batches under load)."""
+    """Writes completed requests and their samples to DuckDB in a background thread: each transaction takes
+    whatever completed while the previous one ran, plus ``linger_s`` (10 ms) after the first row, so that
+    persistence costs one commit per batch, not per request, and lags a completion by milliseconds."""
 
-    def __init__(self, store: Store):
+    def __init__(self, store: Store, linger_s: float = 0.01):
         self.store = store
+        self.linger_s = linger_s
         self.cursor = store.con.cursor()
         self.queue: asyncio.Queue[tuple[str, tuple[Any, ...]]] = asyncio.Queue()
         self.task: asyncio.Task[None] | None = None
@@ -169,6 +178,7 @@ class RequestWriter:
     async def _loop(self) -> None:
         while True:
             batch = [await self.queue.get()]
+            await asyncio.sleep(self.linger_s)  # let a few more completions join this transaction
             while not self.queue.empty():
                 batch.append(self.queue.get_nowait())
             await self._flush(batch)
