@@ -88,11 +88,13 @@ def _fail(exc: Exception) -> typer.Exit:
 
 def _expected_errors() -> tuple[type[Exception], ...]:
     from factory.attributes import NeedsElicitation
+    from factory.datasets import DataFileError
     from factory.elicit import ElicitationError
     from factory.llm.engine import FatalEndpointError
     from factory.llm.server import ServerError
 
-    return (NeedsElicitation, ServerError, FatalEndpointError, FileNotFoundError, SpecError, ElicitationError)
+    return (NeedsElicitation, ServerError, FatalEndpointError, FileNotFoundError, SpecError, ElicitationError,
+            DataFileError)
 
 
 @app.command()
@@ -269,6 +271,7 @@ def train(spec: SpecArg, db: DbOpt = None,
           ) -> None:
     """Train a classifier on the spec's kept samples and score it on the real test set, at every budget
     fraction (the job Dagster runs as a subprocess or pod, here in-process)."""
+    from factory.datasets import DataFileError
     from factory.evaluate import EvaluationError, format_table
     from factory.jobs.train import JobOptions, run_job
     from factory.trainers import TrainerError
@@ -279,7 +282,7 @@ def train(spec: SpecArg, db: DbOpt = None,
                          trainer=trainer, chart=str(chart), show_progress=True)
     try:
         results = run_job(options, log=lambda m: err.print(f"[dim]{m}[/dim]", highlight=False))
-    except (EvaluationError, TrainerError, StoreError, FileNotFoundError, SpecError) as exc:
+    except (EvaluationError, DataFileError, TrainerError, StoreError, FileNotFoundError, SpecError) as exc:
         raise _fail(exc) from None
     console.print(format_table(results["evaluations"]), highlight=False, soft_wrap=True)
     console.print(f"chart: {chart}")

@@ -20,7 +20,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import random
@@ -36,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from factory.datasets import read_rows
 from factory.spec import Spec
 
 if TYPE_CHECKING:
@@ -115,34 +115,6 @@ class LabelMapper:
 
 
 # ---- labelled files ---------------------------------------------------------------------------------
-
-
-def read_rows(path: Path) -> list[dict[str, Any]]:
-    """The rows of a JSONL, CSV/TSV or Parquet file as dicts (values as stored: lists stay lists)."""
-    suffix = path.suffix.lower()
-    if not path.is_file():
-        raise EvaluationError(f"{path}: no such data file")
-    if suffix in (".jsonl", ".ndjson", ".json"):
-        rows = []
-        with path.open(encoding="utf-8") as fh:
-            text = fh.read()
-        if suffix == ".json" and text.lstrip().startswith("["):
-            return list(json.loads(text))
-        for n, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise EvaluationError(f"{path}:{n}: not a JSON object: {exc}") from None
-        return rows
-    if suffix in (".csv", ".tsv"):
-        with path.open(encoding="utf-8", newline="") as fh:
-            return list(csv.DictReader(fh, delimiter="\t" if suffix == ".tsv" else ","))
-    if suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        return pq.read_table(path).to_pylist()
-    raise EvaluationError(f"{path}: unsupported format {path.suffix!r} (use .jsonl, .csv or .parquet)")
 
 
 @dataclass

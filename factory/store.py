@@ -283,16 +283,6 @@ class Store:
             raise
         con.execute("COMMIT")
 
-    def spend(self, request_keys: Sequence[str] | None = None) -> dict[str, float]:
-        """Requests, tokens and USD recorded in the cache (for ``request_keys``, or all)."""
-        where = " WHERE request_key IN (SELECT unnest(?::VARCHAR[]))" if request_keys is not None else ""
-        row = self.con.execute(
-            "SELECT count(*), coalesce(sum(prompt_tokens + completion_tokens), 0), coalesce(sum(cost_usd), 0)"
-            " FROM llm_requests" + where,
-            [list(request_keys)] if request_keys is not None else [],
-        ).fetchone()
-        return {"requests": row[0], "tokens": row[1], "usd": row[2]}
-
     def spend_for_spec(self, spec_hash: str) -> dict[str, float]:
         """What the requests behind a spec's samples cost: the budget a rerun starts from."""
         row = self.con.execute(

@@ -340,10 +340,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _input_errors() -> tuple[type[BaseException], ...]:
     """Problems with the job's inputs: exit status 2 and a one-line message, no traceback."""
+    from factory.datasets import DataFileError
     from factory.store import StoreError
     from factory.trainers import TrainerError
 
-    return (SpecError, EvaluationError, TrainerError, StoreError, FileNotFoundError)
+    return (SpecError, EvaluationError, DataFileError, TrainerError, StoreError, FileNotFoundError)
 
 
 # ---- the orchestrator's building blocks ------------------------------------------------------------
