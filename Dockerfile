@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # attrfactory: one image for the Dagster user code (`dagster api grpc -m factory.defs`, the default CMD)
-# and for the cluster jobs it launches (`python -m factory.jobs.train ...`).
+# and for the cluster jobs it launches (`python -m factory.training.job ...`).
 #
 #   docker build -t attrfactory:0.1.0 .                                  # CPU torch (default)
 #   docker build -t attrfactory:0.1.0-cuda \
@@ -65,7 +65,7 @@ COPY --from=deps /opt/venv /opt/venv
 COPY --from=app /dist /tmp/dist
 RUN /opt/venv/bin/pip install -q --no-deps --no-index /tmp/dist/*.whl \
     && rm -rf /tmp/dist \
-    && /opt/venv/bin/python -c "import factory.k8s, factory.jobs.train, dagster, dagster_k8s, torch, sentence_transformers" \
+    && /opt/venv/bin/python -c "import factory.k8s, factory.training.job, dagster, dagster_k8s, torch, sentence_transformers" \
     && groupadd --system --gid 10001 factory \
     && useradd --system --uid 10001 --gid factory --home-dir /opt/attrfactory --create-home factory \
     && mkdir -p /data /opt/dagster/dagster_home \
@@ -80,5 +80,5 @@ ENV PATH=/opt/venv/bin:$PATH \
 WORKDIR /opt/attrfactory
 USER 10001:10001
 EXPOSE 3030
-# Jobs override the command: python -m factory.jobs.train --spec ... --samples ... --test-set ... --out ...
+# Jobs override the command: python -m factory.training.job --spec ... --samples ... --test-set ... --out ...
 CMD ["dagster", "api", "grpc", "-h", "0.0.0.0", "-p", "3030", "-m", "factory.defs"]

@@ -1,4 +1,4 @@
-"""Benchmark of factory.llm.engine: the Engine measured side by side with plain asyncio clients.
+"""Benchmark of factory.generation.llm.engine: the Engine measured side by side with plain asyncio clients.
 
 Usage::
 
@@ -17,7 +17,7 @@ Usage::
    (each batch waits for its slowest) vs the Engine at ``max_concurrency`` 20 and at the default 64.
 3. **Pure overhead** against an instant responder (separate process): the req/s of the bare client at
    concurrency 64 vs the Engine (DuckDB writes included), with and without the cache prefetch that
-   ``factory.generate`` does, and with the DuckDB writes dropped (a no-op writer stub), so the cost of
+   ``factory.generation.run`` does, and with the DuckDB writes dropped (a no-op writer stub), so the cost of
    the cache lookups, of the writes and of the rest of the engine can be told apart; ``save_completions``
    alone for the writer's ceiling; and a cProfile of an Engine run (top entries, and where the main
    thread's own time goes by component).
@@ -58,8 +58,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import openai  # noqa: E402
 
-from factory.llm.budget import Budget  # noqa: E402
-from factory.llm.engine import Engine, LLMRequest, RequestWriter  # noqa: E402
+from factory.generation.llm.budget import Budget  # noqa: E402
+from factory.generation.llm.engine import Engine, LLMRequest, RequestWriter  # noqa: E402
 from factory.store import Store  # noqa: E402
 from fault_server import spawn  # noqa: E402
 
@@ -299,7 +299,7 @@ def _contention(before: tuple[float, float] | None, wall: float) -> str:
 
 
 def section_throughput(args: argparse.Namespace, tmp: Path, summary: dict[str, Any]) -> None:
-    from factory.llm.server import ServerError, local_server
+    from factory.generation.llm.server import ServerError, local_server
 
     n, rounds = args.n1, args.rounds1
     print(f"\n=== 1. Throughput vs the raw limit: real llama-server (SmolLM2, parallel=4), {n} prompts, "
@@ -323,7 +323,7 @@ def section_throughput(args: argparse.Namespace, tmp: Path, summary: dict[str, A
             for what in (order if k % 2 == 0 else order[::-1]):
                 before, own_cpu = _cpu_snapshot(), _own_cpu()
                 if what == "engine":
-                    # as factory.generate runs it: the cache is prefetched in one query before map()
+                    # as factory.generation.run runs it: the cache is prefetched in one query before map()
                     r = asyncio.run(engine_run(server.base_url, requests, 64, tmp, "engine (max 64, adaptive)",
                                                prefetch=[q.key for q in requests], n=n))
                 else:

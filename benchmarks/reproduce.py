@@ -166,10 +166,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     from factory import pipeline
-    from factory.evaluate import format_table, load_test_set, plot_f1_vs_budget, pool_from_store, run_evaluation
+    from factory.training.evaluate import format_table, load_test_set, plot_f1_vs_budget, pool_from_store, run_evaluation
     from factory.spec import load_spec
     from factory.store import Store
-    from factory.trainers import Embedder, TrainConfig
+    from factory.training.trainers import Embedder, TrainConfig
 
     out_dir = Path(args.out_dir or tempfile.mkdtemp(prefix="reproduce-"))
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     with ExitStack() as stack:
         base_url = args.base_url or os.environ.get("OPENAI_BASE_URL")
         if not base_url:
-            from factory.llm.server import local_server
+            from factory.generation.llm.server import local_server
 
             server = stack.enter_context(local_server(parallel=args.parallel))
             base_url = server.base_url

@@ -52,7 +52,7 @@ def validate(spec: SpecArg) -> None:
 @app.command()
 def plan(spec: SpecArg) -> None:
     """Attribute combinations, expected requests, tokens and cost against the budget, before any spend."""
-    from factory.estimate import estimate
+    from factory.generation.estimate import estimate
 
     s = _load(spec)
     est = estimate(s)
@@ -87,11 +87,11 @@ def _fail(exc: Exception) -> typer.Exit:
 
 
 def _expected_errors() -> tuple[type[Exception], ...]:
-    from factory.attributes import NeedsElicitation
+    from factory.attributes.values import NeedsElicitation
     from factory.datasets import DataFileError
-    from factory.elicit import ElicitationError
-    from factory.llm.engine import FatalEndpointError
-    from factory.llm.server import ServerError
+    from factory.attributes.elicit import ElicitationError
+    from factory.generation.llm.engine import FatalEndpointError
+    from factory.generation.llm.server import ServerError
 
     return (NeedsElicitation, ServerError, FatalEndpointError, FileNotFoundError, SpecError, ElicitationError,
             DataFileError)
@@ -100,19 +100,19 @@ def _expected_errors() -> tuple[type[Exception], ...]:
 @app.command()
 def lock(spec: SpecArg, db: DbOpt = None, refresh: RefreshOpt = False) -> None:
     """Elicit attribute values, similar classes and CAF decisions into SPEC.lock.yaml (for review)."""
-    from factory import pipeline
-    from factory.attributes import needs_elicitation
-    from factory.lock import lock_path
+    from factory.attributes.lock import lock_path
+    from factory.attributes.stage import resolve_lock
+    from factory.generation.llm.client import EndpointProvider
 
     s = _load(spec)
-    if not needs_elicitation(s):
-        console.print(f"{spec}: every value is given in the spec; nothing to elicit, no lock needed")
-        return
-    with _store(db) as store:
+    with _store(db) as store, EndpointProvider() as endpoints:
         try:
-            locked, elicited = pipeline.lock(s, store, refresh)
+            locked, elicited = resolve_lock(s, store, endpoints, refresh)
         except _expected_errors() as exc:
             raise _fail(exc) from None
+    if locked is None:
+        console.print(f"{spec}: every value the method uses is given in the spec; nothing to elicit, no lock needed")
+        return
     table = Table(title=f"{lock_path(s)} ({'elicited now' if elicited else 'up to date'}, model {locked.model})")
     table.add_column("dimension / class")
     table.add_column("values")
@@ -135,9 +135,9 @@ def suggest(spec: SpecArg, n: Annotated[int, typer.Option(help="how many dimensi
 
     import yaml
 
-    from factory.elicit import suggest_dimensions
-    from factory.llm.budget import Budget
-    from factory.llm.client import open_endpoint, open_engine
+    from factory.attributes.elicit import suggest_dimensions
+    from factory.generation.llm.budget import Budget
+    from factory.generation.llm.client import open_endpoint, open_engine
 
     s = _load(spec)
 
@@ -160,18 +160,16 @@ def run(spec: SpecArg, db: DbOpt = None, refresh: RefreshOpt = False,
         progress: Annotated[bool, typer.Option(help="show a progress bar")] = True) -> None:
     """Build the spec's dataset: every asset of its partition, in-process (resumable: a rerun sends only what
     is missing). The same code as the Dagster UI and schedules."""
-    from dagster import DagsterExecutionStepExecutionError
+    from factory.defs.local import check_names, materialization_metadata, materialize_spec
 
-    from factory.defs.local import materialization_metadata, materialize_spec
-
-    _load(spec)
+    parsed = _load(spec)  # the run's one parse, handed to the spec asset
     if db is None:
         db = default_db_path()
     _store(db).close()  # fail early and clearly on a store from a newer version
     try:
-        result = materialize_spec(spec, db, show_progress=progress, refresh=refresh)
-    except DagsterExecutionStepExecutionError as exc:
-        cause = exc.user_exception or exc
+        result = materialize_spec(spec, db, spec=parsed, show_progress=progress, refresh=refresh)
+    except Exception as exc:  # noqa: BLE001 - a stage's own error, unwrapped from Dagster's
+        cause = getattr(exc, "user_exception", None) or exc
         if isinstance(cause, _expected_errors()):
             raise _fail(cause) from None
         raise
@@ -184,9 +182,12 @@ def run(spec: SpecArg, db: DbOpt = None, refresh: RefreshOpt = False,
     if meta.get("stopped_by_budget", "no") != "no":
         console.print(f"[yellow]budget[/yellow] {meta['stopped_by_budget']}: what was paid for is kept; "
                       "raise the cap and rerun")
-    for check in result.get_asset_check_evaluations():
-        mark = "[green]pass[/green]" if check.passed else "[yellow]fail[/yellow]"
-        console.print(f"check {check.check_name}: {mark}", highlight=False)
+    evaluated = {c.check_name: c for c in result.get_asset_check_evaluations()}
+    for name in sorted(check_names()):
+        check = evaluated.get(name)
+        mark = ("[dim]skipped (does not apply to this spec)[/dim]" if check is None
+                else "[green]pass[/green]" if check.passed else "[yellow]fail[/yellow]")
+        console.print(f"check {name}: {mark}", highlight=False)
 
 
 @app.command()
@@ -272,9 +273,9 @@ def train(spec: SpecArg, db: DbOpt = None,
     """Train a classifier on the spec's kept samples and score it on the real test set, at every budget
     fraction (the job Dagster runs as a subprocess or pod, here in-process)."""
     from factory.datasets import DataFileError
-    from factory.evaluate import EvaluationError, format_table
-    from factory.jobs.train import JobOptions, run_job
-    from factory.trainers import TrainerError
+    from factory.training.evaluate import EvaluationError, format_table
+    from factory.training.job import JobOptions, run_job
+    from factory.training.trainers import TrainerError
 
     _load(spec)
     chart.parent.mkdir(parents=True, exist_ok=True)
@@ -292,7 +293,7 @@ def train(spec: SpecArg, db: DbOpt = None,
 def serve(port: Annotated[int, typer.Option(help="port on 127.0.0.1")] = 8104,
           parallel: Annotated[int, typer.Option(help="parallel slots")] = 4) -> None:
     """Run the embedded offline model (llama-server + SmolLM2) as an OpenAI-compatible endpoint."""
-    from factory.llm.server import ServerError, local_server
+    from factory.generation.llm.server import ServerError, local_server
 
     try:
         with local_server(port=port, parallel=parallel) as server:

@@ -2,7 +2,7 @@
 
 ``pod_spec`` turns a spec's ``training`` section (resources, image) plus the cluster's settings
 (service account, node placement, the data volume, the API-key Secret) into a PodSpec dict.
-``run_train_job_k8s`` launches ``python -m factory.jobs.train`` with that spec through
+``run_train_job_k8s`` launches ``python -m factory.training.job`` with that spec through
 :class:`dagster_k8s.PipesK8sClient` from inside a Dagster asset: the job's logs and its reported
 materialization (macro_f1, accuracy, ...) come back through Dagster Pipes, and a failing pod fails the
 asset with the pod's log in the error message.
@@ -261,7 +261,7 @@ def pod_spec_from_settings(training: TrainingSpec, settings: K8sSettings,
 
 def train_command(spec: str, samples: str, test_set: str, out: str, trainer: str | None = None) -> list[str]:
     """The train/eval job's command line (paths as the pod sees them)."""
-    cmd = ["python", "-m", "factory.jobs.train", "--spec", spec, "--samples", samples,
+    cmd = ["python", "-m", "factory.training.job", "--spec", spec, "--samples", samples,
            "--test-set", test_set, "--out", out]
     if trainer:
         cmd += ["--trainer", trainer]

@@ -22,7 +22,7 @@ import duckdb
 
 from factory.spec import Spec
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # v2: asset_values (what one stage hands to the next)
 DEFAULT_DB = "factory.duckdb"
 
 SCHEMA = """
@@ -81,6 +81,9 @@ CREATE TABLE IF NOT EXISTS evaluations (
     budget_fraction DOUBLE NOT NULL, requests INTEGER, tokens BIGINT, cost_usd DOUBLE,
     accuracy DOUBLE, macro_f1 DOUBLE, micro_f1 DOUBLE, per_class JSON, confusion JSON, details JSON,
     created_at TIMESTAMPTZ NOT NULL);
+CREATE TABLE IF NOT EXISTS asset_values (
+    asset VARCHAR NOT NULL, partition VARCHAR NOT NULL, value BLOB NOT NULL, created_at TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (asset, partition));
 """
 
 
@@ -550,6 +553,17 @@ class Store:
                 if isinstance(row.get(key), str):
                     row[key] = json.loads(row[key])
         return rows
+
+    # ---- what stages hand on ----------------------------------------------------------------------
+
+    def save_asset_value(self, asset: str, partition: str, value: bytes) -> None:
+        """The serialized output of ``asset`` for ``partition`` (replacing the previous one)."""
+        self.con.execute("INSERT OR REPLACE INTO asset_values VALUES (?, ?, ?, ?)", [asset, partition, value, now()])
+
+    def asset_value(self, asset: str, partition: str) -> bytes | None:
+        row = self.con.execute("SELECT value FROM asset_values WHERE asset = ? AND partition = ?",
+                               [asset, partition]).fetchone()
+        return bytes(row[0]) if row else None
 
     # ---- overview --------------------------------------------------------------------------------
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,7 +18,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 @pytest.fixture(scope="session")
 def llm_server() -> Iterator["LocalServer"]:  # noqa: F821
     """The real llama-server with SmolLM2 (the product's embedded default), started once."""
-    from factory.llm.server import ServerError, local_server
+    from factory.generation.llm.server import ServerError, local_server
 
     try:
         with local_server(parallel=4) as server:
@@ -60,3 +62,34 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     import gc
 
     gc.collect()
+
+
+@dataclass
+class Generated:
+    """What the ``generations`` asset reported for one run of the asset graph (through generations)."""
+
+    status: str
+    run_id: str
+    samples: int
+    sent: int
+    cached: int
+    failed: int
+    stopped: str | None
+    metadata: dict
+
+
+def generate(path: Path, db: Path, **kw: Any) -> Generated:
+    """Run a spec's asset graph through ``generations`` (the product's one run path, as `factory run`);
+    a failing stage raises its own exception, as the CLI reports it."""
+    from dagster import DagsterExecutionStepExecutionError
+
+    from factory.defs.local import materialization_metadata, materialize_spec
+
+    try:
+        result = materialize_spec(path, db, through="generations", **kw)
+    except DagsterExecutionStepExecutionError as exc:
+        raise (exc.user_exception or exc) from None
+    meta = materialization_metadata(result, "generations")
+    stopped = meta.get("stopped_by_budget")
+    return Generated(meta["status"], meta["run_id"], meta["samples"], meta["requests_sent"], meta["requests_cached"],
+                     meta["requests_failed"], None if stopped in (None, "no") else stopped, meta)

@@ -15,7 +15,7 @@ from dagster import DagsterInstance, build_schedule_context, build_sensor_contex
 from factory.defs import defs
 from factory.defs.automation import nightly_top_up, spec_sensor
 from factory.defs.local import materialization_metadata, materialize_spec
-from factory.defs.resources import FactoryResource
+from factory.defs.resources import SpecCatalog
 
 SPEC = textwrap.dedent("""\
     name: tiny
@@ -100,11 +100,11 @@ def test_sensor_runs_new_and_changed_specs_only(tmp_path: Path) -> None:
     root = Path(__file__).resolve().parents[1]
     shutil.copy(root / "specs" / "example-minimal.yaml", specs)
     (specs / "broken.yaml").write_text("name: broken\ndomain: x\nclasses: [a]\n")
-    factory = FactoryResource(db_path=str(tmp_path / "f.duckdb"), specs_dir=str(specs))
+    catalog = SpecCatalog(specs_dir=str(specs))
     instance = DagsterInstance.ephemeral()
 
     def tick(cursor: str | None):  # type: ignore[no-untyped-def]
-        ctx = build_sensor_context(instance=instance, cursor=cursor, resources={"factory": factory})
+        ctx = build_sensor_context(instance=instance, cursor=cursor, resources={"specs": catalog})
         return spec_sensor(ctx)
 
     first = tick(None)

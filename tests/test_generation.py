@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from factory import pipeline
 from factory.cli import app
 from factory.spec import Spec, load_spec
 from factory.store import Store
+from conftest import Generated, generate
 from conftest import query as rows
 from fault_server import FaultServer, expected_content, spawn
 
@@ -48,9 +48,8 @@ def write_spec(tmp_path: Path, base_url: str, spc: int = 4, max_tokens: int = 24
     return path
 
 
-def run(path: Path, db: Path) -> pipeline.RunResult:
-    with Store(db) as store:
-        return pipeline.run(load_spec(path), store)
+def run(path: Path, db: Path) -> Generated:
+    return generate(path, db)
 
 
 
@@ -76,7 +75,7 @@ def test_real_model_run_has_provenance_and_rerun_sends_nothing(llm_server, tmp_p
     assert rows(db, "SELECT status, requests FROM runs") == [("done", 6)]
     # a rerun pays for nothing
     again = run(path, db)
-    assert again.report.sent == 0 and again.report.cached == 6 and again.report.samples == 6
+    assert again.sent == 0 and again.cached == 6 and again.samples == 6
     assert rows(db, "SELECT count(*) FROM samples") == [(6,)]
     assert rows(db, "SELECT count(*) FROM llm_requests") == [(6,)]
     # no secret anywhere in the store
@@ -92,7 +91,7 @@ def test_twenty_percent_faults_every_sample_exactly_once(tmp_path: Path, db: Pat
         result = run(path, db)
         stats = server.stats()
     assert result.status == "done"
-    assert result.report.samples == 90 and result.report.failed == 0
+    assert result.samples == 90 and result.failed == 0
     faults = stats["fault_429"] + stats["fault_500"] + stats["fault_garbage"] + stats["fault_disconnect"]
     assert faults >= 8, stats  # the faults really happened
     assert rows(db, "SELECT count(*), count(DISTINCT sample_index || class) FROM samples") == [(90, 90)]
@@ -110,9 +109,9 @@ def test_adaptive_concurrency_halves_on_overload(tmp_path: Path, db: Path) -> No
         path = write_spec(tmp_path, server.base_url, spc=20)
         result = run(path, db)
         stats = server.stats()
-    assert result.status == "done" and result.report.samples == 60
+    assert result.status == "done" and result.samples == 60
     assert stats["fault_overload"] > 0
-    assert result.report.failed == 0
+    assert result.failed == 0
 
 
 def test_kill_9_then_rerun_resends_nothing_completed(tmp_path: Path, db: Path) -> None:
@@ -134,7 +133,7 @@ def test_kill_9_then_rerun_resends_nothing_completed(tmp_path: Path, db: Path) -
         second = _stats(base_url)
     assert result.status == "done"
     assert second["total"] == 120 - persisted  # only what was missing was sent
-    assert result.report.cached == persisted
+    assert result.cached == persisted
     assert rows(db, "SELECT count(*), count(DISTINCT request_key) FROM llm_requests") == [(120, 120)]
     assert rows(db, "SELECT count(DISTINCT class || sample_index) FROM samples") == [(120,)]
 
@@ -143,7 +142,7 @@ def test_budget_caps_stop_cleanly(tmp_path: Path, db: Path) -> None:
     with FaultServer(latency_s=0.01) as server:
         path = write_spec(tmp_path, server.base_url, spc=20, extra="  max_requests: 7\n")
         result = run(path, db)
-        assert result.status == "budget_stopped" and "max_requests=7" in (result.report.stopped or "")
+        assert result.status == "budget_stopped" and "max_requests=7" in (result.stopped or "")
         assert rows(db, "SELECT count(*) FROM llm_requests") == [(7,)]
         assert server.stats()["total"] == 7
         assert rows(db, "SELECT status FROM runs") == [("budget_stopped",)]
@@ -163,7 +162,7 @@ def test_raising_the_cap_resumes_without_paying_twice(tmp_path: Path, db: Path) 
         server.reset_stats()
         result = run(write_spec(tmp_path, server.base_url, spc=10, extra="  max_requests: 30\n"), db)
         assert server.stats()["total"] == 18
-    assert result.status == "done" and result.report.cached == 12
+    assert result.status == "done" and result.cached == 12
 
 
 def test_unknown_endpoint_error_is_clear(tmp_path: Path, db: Path) -> None:

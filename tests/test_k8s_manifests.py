@@ -218,7 +218,7 @@ def test_pod_spec_is_valid_for_kubernetes_and_for_pipes_k8s_client(tmp_path: Pat
                     api_key_secret=("s", "k"), node_selector={"a": "b"})
     # what PipesK8sClient.run builds from it: the first container gets image, command and Pipes env
     body = ApiClient().sanitize_for_serialization(
-        build_pod_body("p", "img:2", ["python", "-m", "factory.jobs.train"], {"DAGSTER_PIPES_CONTEXT": "x"},
+        build_pod_body("p", "img:2", ["python", "-m", "factory.training.job"], {"DAGSTER_PIPES_CONTEXT": "x"},
                        {"labels": {"a": "b"}}, spec))
     container = body["spec"]["containers"][0]
     assert container["image"] == "img:2" and container["command"][0] == "python"
@@ -232,7 +232,7 @@ def test_pod_spec_is_valid_for_kubernetes_and_for_pipes_k8s_client(tmp_path: Pat
 
 def test_train_command_contract() -> None:
     assert train_command("s.yaml", "x.parquet", "t.jsonl", "r.json") == [
-        "python", "-m", "factory.jobs.train", "--spec", "s.yaml", "--samples", "x.parquet",
+        "python", "-m", "factory.training.job", "--spec", "s.yaml", "--samples", "x.parquet",
         "--test-set", "t.jsonl", "--out", "r.json"]
     assert train_command("s", "x", "t", "r", "finetune")[-2:] == ["--trainer", "finetune"]
 
@@ -261,7 +261,7 @@ def test_a_failing_pod_fails_with_its_log(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setattr(k8s, "_delete_pods", lambda settings, sel, api: seen.setdefault("deleted", sel))
     monkeypatch.setattr("kubernetes.client.CoreV1Api", lambda api=None: object())
     with pytest.raises(K8sJobError, match="no samples for class 'world'") as info:
-        run_train_job_k8s(Context(), TrainingSpec(), command=["python", "-m", "factory.jobs.train"],
+        run_train_job_k8s(Context(), TrainingSpec(), command=["python", "-m", "factory.training.job"],
                           settings=K8sSettings(), client=FailingClient())
     assert "exited with errors" in str(info.value)
     assert seen["deleted"] == seen["sel"]
@@ -377,7 +377,7 @@ def test_kustomize_manifests_validate(kubectl: str, validator: list[str], tmp_pa
     assert all(d["metadata"].get("namespace") == "attrfactory" for d in docs if d["kind"] != "Namespace")
     (job,) = _by_kind(docs, "Job")
     container = job["spec"]["template"]["spec"]["containers"][0]
-    assert container["command"] == ["python", "-m", "factory.jobs.train"]
+    assert container["command"] == ["python", "-m", "factory.training.job"]
     assert container["image"] == "attrfactory:0.1.0"
     key = next(e for e in container["env"] if e["name"] == "OPENAI_API_KEY")
     assert "secretKeyRef" in key["valueFrom"] and "value" not in key

@@ -1,10 +1,10 @@
-"""Tests for factory.listparse: messy small-LLM replies -> lists, class names and yes/no answers."""
+"""Tests for factory.attributes.listparse: messy small-LLM replies -> lists, class names and yes/no answers."""
 
 from __future__ import annotations
 
 import pytest
 
-from factory.listparse import MAX_ITEM_WORDS, match_names, parse_list, parse_yes_no
+from factory.attributes.listparse import MAX_ITEM_WORDS, match_names, parse_list, parse_yes_no
 
 # ---------------------------------------------------------------------------------------------
 # parse_list

@@ -9,11 +9,13 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from factory import pipeline
+from factory.attributes.stage import resolve_lock
+from factory.generation.llm.client import EndpointProvider
 from factory.cli import app
-from factory.lock import inputs_hash, lock_path, read_lock, write_lock
+from factory.attributes.lock import inputs_hash, lock_path, read_lock, write_lock
 from factory.spec import SpecError, load_spec
 from factory.store import Store
+from conftest import generate
 from conftest import query as q
 from fault_server import FaultServer
 
@@ -74,9 +76,8 @@ def test_lock_with_real_model_then_run_sends_no_elicitation(llm_server, tmp_path
     elicit_requests = q(db, "SELECT count(*) FROM llm_requests WHERE purpose = 'elicit'")[0][0]
     assert elicit_requests >= 3 + 1 + 3  # similar per class, style, subtopic per class
     # a run with the lock: no elicitation request at all
-    with Store(db) as store:
-        run = pipeline.run(spec, store)
-    assert run.status == "done" and run.report.samples == 6
+    run = generate(path, db)
+    assert run.status == "done" and run.samples == 6
     assert q(db, "SELECT count(*) FROM llm_requests WHERE purpose = 'elicit'")[0][0] == elicit_requests
     used = {v for (a,) in q(db, "SELECT attributes FROM samples") for v in yaml.safe_load(a).values()}
     assert used <= {v for vs in lock.attributes["subtopic"].values.values() for v in vs} | set(
@@ -91,15 +92,15 @@ def test_elicitation_protocol_lock_round_trip_refresh_and_versions(tmp_path: Pat
         path = write_spec(tmp_path, server.base_url)
         spec = load_spec(path)
         with Store(db) as store:
-            locked, elicited = pipeline.lock(spec, store)
+            locked, elicited = lock_spec(spec, store)
             assert elicited
             assert all(len(v) == 3 for v in locked.attributes["subtopic"].values.values())  # 3 asks, 1 each
             assert locked.similar_classes == {"sports": [], "sci_tech": [], "business": []}  # unknown names dropped
-            again, elicited_again = pipeline.lock(spec, store)
+            again, elicited_again = lock_spec(spec, store)
             assert not elicited_again and again.model_dump() == locked.model_dump()
             assert store.latest_elicitation(spec.hash)[0] == 1
             sent = server.stats()["total"]
-            pipeline.lock(spec, store, refresh=True)  # same prompts: served from the cache, not re-sent
+            lock_spec(spec, store, refresh=True)  # same prompts: served from the cache, not re-sent
             assert server.stats()["total"] == sent
     assert read_lock(lock_path(spec)).model_dump(exclude={"created"}) == locked.model_dump(exclude={"created"})
 
@@ -109,15 +110,15 @@ def test_hand_edits_are_honoured_and_validated(tmp_path: Path, db: Path) -> None
         path = write_spec(tmp_path, server.base_url)
         spec = load_spec(path)
         with Store(db) as store:
-            locked, _ = pipeline.lock(spec, store)
+            locked, _ = lock_spec(spec, store)
         lock_file = lock_path(spec)
         data = yaml.safe_load(lock_file.read_text())
         data["attributes"]["subtopic"]["values"]["sports"] = ["curling on ice"]
         data["attributes"]["style"]["values"] = ["haiku report"]
         data["similar_classes"]["sports"] = ["business"]
         lock_file.write_text(yaml.safe_dump(data, sort_keys=False))
+        generate(path, db)
         with Store(db) as store:
-            pipeline.run(spec, store)
             assert store.latest_elicitation(spec.hash)[0] == 2  # the edited lock is a new version
         prompts = " ".join(m for (m,) in q(db, "SELECT messages FROM prompts WHERE method = 'generate'"))
         assert "curling on ice" in prompts and "haiku report" in prompts
@@ -125,23 +126,23 @@ def test_hand_edits_are_honoured_and_validated(tmp_path: Path, db: Path) -> None
         # a broken edit names the lock file, the line and the field
         text = lock_file.read_text().replace("- haiku report", "- haiku report\n    - Haiku Report")
         lock_file.write_text(text)
-        with Store(db) as store, pytest.raises(SpecError) as info:
-            pipeline.run(spec, store)
+        with pytest.raises(SpecError) as info:
+            generate(path, db)
         issue = info.value.issues[0]
         assert issue.file == str(lock_file) and issue.field == "attributes.style.values" and issue.line
         assert "must not repeat" in issue.message
         # an unknown class in similar_classes
         data["similar_classes"]["sports"] = ["cooking"]
         lock_file.write_text(yaml.safe_dump(data, sort_keys=False))
-        with Store(db) as store, pytest.raises(SpecError, match=r"similar_classes.sports: unknown classes \['cooking'\]"):
-            pipeline.run(spec, store)
+        with pytest.raises(SpecError, match=r"similar_classes.sports: unknown classes \['cooking'\]"):
+            generate(path, db)
 
 
 def test_stale_lock_asks_for_refresh(tmp_path: Path, db: Path) -> None:
     with FaultServer() as server:
         path = write_spec(tmp_path, server.base_url)
         with Store(db) as store:
-            pipeline.lock(load_spec(path), store)
+            lock_spec(load_spec(path), store)
         path.write_text(path.read_text().replace("elicit: {n: 3}\n  length", "elicit: {n: 4}\n  length"))
         result = CliRunner().invoke(app, ["run", str(path), "--db", str(db), "--no-progress"])
         assert result.exit_code == 1
@@ -155,14 +156,14 @@ def test_multilabel_merges_class_values_instead_of_filtering(tmp_path: Path, db:
     with FaultServer() as server:
         spec = load_spec(write_spec(tmp_path, server.base_url, task="multilabel"))
         with Store(db) as store:
-            locked, _ = pipeline.lock(spec, store)
+            locked, _ = lock_spec(spec, store)
     merged = locked.attributes["subtopic"].values
     assert isinstance(merged, list) and len(merged) == 9  # 3 classes x 3 values, all distinct
     assert locked.caf == {}
 
 
 def test_write_read_round_trip(tmp_path: Path) -> None:
-    from factory.lock import LockFile
+    from factory.attributes.lock import LockFile
 
     lock = LockFile(spec="x", inputs_hash="h", model="m", created="2026-01-01T00:00:00+00:00",
                     similar_classes={"a": ["b"]}, attributes={"style": {"values": ["one", "two"]}},
@@ -171,3 +172,9 @@ def test_write_read_round_trip(tmp_path: Path) -> None:
     write_lock(path, lock)
     assert path.read_text().startswith("# attrfactory lock file")
     assert read_lock(path).model_dump() == lock.model_dump()
+
+
+def lock_spec(spec, store, refresh: bool = False):  # noqa: ANN001, ANN201
+    """`factory lock`'s stage: the lock and whether it was elicited now."""
+    with EndpointProvider() as endpoints:
+        return resolve_lock(spec, store, endpoints, refresh)

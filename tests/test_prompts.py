@@ -5,8 +5,8 @@ from __future__ import annotations
 import textwrap
 from collections import Counter
 
-from factory.attributes import given_attributes
-from factory.generate import plan, request_seed, sample_combinations
+from factory.attributes.values import given_attributes
+from factory.generation.plan import plan, request_seed
 from factory.spec import parse_spec
 
 SPEC = textwrap.dedent("""\
@@ -40,10 +40,8 @@ def test_same_seed_same_prompts_other_seed_other_prompts() -> None:
 
 
 def test_stratified_uses_every_value_before_repeating() -> None:
-    import random
-
     attrs = given_attributes(spec())
-    combos = sample_combinations(attrs, "sports", 8, random.Random(1), stratified=True)
+    combos = [u.attributes for u in plan(spec(), attrs) if u.class_name == "sports"][:8]
     styles = [c["style"] for c in combos]
     assert sorted(styles[:4]) == ["feature", "interview", "op-ed", "report"]
     assert sorted(styles[4:]) == ["feature", "interview", "op-ed", "report"]

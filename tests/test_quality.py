@@ -435,8 +435,9 @@ def test_quality_stage_and_report(db: Path, tmp_path: Path, embedder: Embedder) 
 
 @pytest.mark.llm
 def test_end_to_end_real_model_quality_and_report(llm_server: Any, tmp_path: Path, db: Path, embedder: Embedder) -> None:
-    from factory import pipeline
     from factory.spec import load_spec
+
+    from conftest import generate
 
     path = tmp_path / "e2e.yaml"
     path.write_text(textwrap.dedent(f"""\
@@ -456,8 +457,8 @@ def test_end_to_end_real_model_quality_and_report(llm_server: Any, tmp_path: Pat
           min_words: 1
         """))
     spec = load_spec(path)
+    run = generate(path, db)
     with Store(db) as store:
-        run = pipeline.run(spec, store)
         assert run.status == "done" and store.sample_count(spec.hash) == 6
         result = run_quality(spec, store, embedder=embedder)
         assert result.generated == 6

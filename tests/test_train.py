@@ -16,8 +16,9 @@ import dagster as dg
 import duckdb
 import pytest
 
-from factory import pipeline
-from factory.evaluate import (
+from conftest import generate
+
+from factory.training.evaluate import (
     EvaluationError,
     LabelMapper,
     SamplePool,
@@ -29,10 +30,10 @@ from factory.evaluate import (
     pool_from_file,
     pool_from_store,
 )
-from factory.jobs.train import JobOptions, main, pipes_extras, run_job, run_train_job_local, train_job_command
+from factory.training.job import JobOptions, main, pipes_extras, run_job, run_train_job_local, train_job_command
 from factory.spec import load_spec
 from factory.store import Store
-from factory.trainers import Embedder, TrainConfig, minilm_path, resolve_base_model, train_finetune, train_linear_probe
+from factory.training.trainers import Embedder, TrainConfig, minilm_path, resolve_base_model, train_finetune, train_linear_probe
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ["world", "sports", "business"]
@@ -102,7 +103,7 @@ def fake_generated_store(db: Path, spec_path: Path, per_class: int = 10, refusal
     t0 = datetime(2024, 5, 1, tzinfo=timezone.utc)
     requests, samples, keys = [], [], []
     with Store(db) as store:
-        pipeline.record_spec(store, spec)
+        store.record_spec(spec, spec.source.read_text() if spec.source else spec.model_dump_json())
         run_id = store.start_run(spec)
         texts = {c: bank_texts(c, per_class, seed=1) for c in CLASSES}
         n = 0
@@ -263,7 +264,7 @@ def test_linear_probe_on_real_agnews_beats_chance(shared_data: Path) -> None:
 def test_base_model_resolution(tmp_path: Path) -> None:
     assert resolve_base_model("all-MiniLM-L6-v2") == minilm_path()
     assert resolve_base_model(str(minilm_path())) == minilm_path()
-    from factory.trainers import TrainerError
+    from factory.training.trainers import TrainerError
 
     with pytest.raises(TrainerError, match="nothing can be downloaded"):
         resolve_base_model("bert-base-uncased", tmp_path)
@@ -285,9 +286,8 @@ def test_end_to_end_real_model_train_and_evaluate(llm_server, shared_data: Path,
     spec_path = write_spec(tmp_path, name="e2e", method="simprompt", base_url=llm_server.base_url,
                            max_tokens=48, spc=4, test_set=str(test_path))
     spec = load_spec(spec_path)
-    with Store(db) as store:
-        result = pipeline.run(spec, store)
-    assert result.status == "done" and result.report.samples == 12
+    result = generate(spec_path, db)
+    assert result.status == "done" and result.samples == 12
     refusals = rows(db, "SELECT count(*) FILTER (WHERE is_refusal) FROM samples")[0][0]
 
     results = run_job(JobOptions(spec=str(spec_path), db=str(db), out=str(tmp_path / "r.json")))
@@ -321,7 +321,7 @@ def test_job_standalone_subprocess_from_exported_parquet(tmp_path: Path, db: Pat
     env = {k: v for k, v in os.environ.items() if not k.startswith("DAGSTER_PIPES")}
     env["BANK_TEST_SET"] = str(test_path)
     proc = subprocess.run(
-        [sys.executable, "-m", "factory.jobs.train", "--samples", str(tmp_path / "x.parquet"), "--spec",
+        [sys.executable, "-m", "factory.training.job", "--samples", str(tmp_path / "x.parquet"), "--spec",
          str(spec_path), "--fractions", "0.5,1.0", "--out", str(tmp_path / "r.json"), "--chart",
          str(tmp_path / "c.png"), "--no-progress"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from factory.defs.local import materialize_spec
-from factory.llm.server import free_port
+from factory.generation.llm.server import free_port
 from fault_server import FaultServer
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

@@ -1,10 +1,11 @@
-"""GitOps and schedules: a sensor that runs new or changed specs, and a nightly top-up."""
+"""GitOps and schedules: a sensor that runs new or changed specs (by content hash), and a nightly top-up."""
 
 
 import json
 from pathlib import Path
 
 from dagster import (
+    ResourceParam,
     AssetSelection,
     DefaultSensorStatus,
     RunRequest,
@@ -18,7 +19,8 @@ from dagster import (
 )
 
 from factory.defs.assets import SPECS
-from factory.defs.resources import FactoryResource, spec_files
+from factory.defs.resources import SpecCatalog, spec_files
+from factory.keys import digest
 from factory.spec import SpecError, load_spec
 
 build_job = define_asset_job("build_dataset", selection=AssetSelection.all(),
@@ -38,17 +40,17 @@ def spec_fingerprints(specs_dir: Path) -> tuple[dict[str, str], dict[str, str]]:
         except SpecError as exc:
             errors[key] = str(exc)
             continue
-        lock = path.with_name(f"{path.stem}.lock.yaml")
-        found[key] = spec.hash + (":" + str(hash(lock.read_text())) if lock.is_file() else "")
+        lock = path.with_name(f"{key}.lock.yaml")
+        found[key] = spec.hash + (":" + digest(lock.read_text(encoding="utf-8"))[:16] if lock.is_file() else "")
     return found, errors
 
 
 @sensor(job=build_job, minimum_interval_seconds=30, default_status=DefaultSensorStatus.RUNNING,
         description="GitOps: a new or changed spec file (by content hash) runs its partition; unchanged specs "
                     "trigger nothing; invalid specs are reported and skipped.")
-def spec_sensor(context: SensorEvaluationContext, factory: FactoryResource) -> SensorResult | SkipReason:
+def spec_sensor(context: SensorEvaluationContext, specs: ResourceParam[SpecCatalog]) -> SensorResult | SkipReason:
     seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
-    current, errors = spec_fingerprints(Path(factory.specs_dir))
+    current, errors = spec_fingerprints(Path(specs.specs_dir))
     for key, error in errors.items():
         context.log.error(f"spec {key} is invalid and was skipped:\n{error}")
     changed = sorted(k for k, h in current.items() if seen.get(k) != h)

@@ -6,10 +6,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-from dagster import DagsterInstance, ExecuteInProcessResult, materialize
+from dagster import AssetSelection, DagsterInstance, ExecuteInProcessResult, materialize
 
+from factory.defs import with_io
 from factory.defs.assets import ASSETS, SPECS
-from factory.defs.resources import FactoryResource
+from factory.spec import Spec
+from factory.defs.resources import RunOptions, SpecCatalog, StoreResource, resources_from_env, spec_key
 
 
 def instance_for_cli() -> DagsterInstance:
@@ -17,21 +19,28 @@ def instance_for_cli() -> DagsterInstance:
     return DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else DagsterInstance.ephemeral()
 
 
-def materialize_spec(spec_path: Path, db_path: Path, *, show_progress: bool = False, refresh: bool = False,
+def materialize_spec(spec_path: Path, db_path: Path, *, spec: Spec | None = None, show_progress: bool = False, refresh: bool = False,
                      instance: DagsterInstance | None = None, log_level: str = "WARNING",
-                     export_dir: Path | None = None) -> ExecuteInProcessResult:
-    """Materialize every asset of ``spec_path``'s partition (the file stem) into ``db_path``."""
-    key = spec_path.stem
+                     export_dir: Path | None = None, resources: dict[str, Any] | None = None,
+                     through: str | None = None) -> ExecuteInProcessResult:
+    """Materialize the assets of ``spec_path``'s partition (its file name without the suffix) into
+    ``db_path``: all of them, or ``through`` an asset (it and everything upstream of it, e.g.
+    ``"generations"``). ``spec``: the file already parsed (the run parses it no more). ``resources``
+    replace the deployment's (e.g. a test's own LLM endpoint)."""
+    key = spec_key(spec_path)
     instance = instance or instance_for_cli()
     if not instance.has_dynamic_partition(SPECS.name, key):
         instance.add_dynamic_partitions(SPECS.name, [key])
-    factory = FactoryResource(db_path=str(db_path), specs_dir=str(spec_path.resolve().parent),
-                              export_dir=str(export_dir or Path(os.environ.get("FACTORY_EXPORT_DIR", "exports"))),
-                              runner=os.environ.get("FACTORY_RUNNER", "local"), show_progress=show_progress,
-                              refresh=refresh)
+    export = str(export_dir or Path(os.environ.get("FACTORY_EXPORT_DIR", "exports")))
+    chosen = resources_from_env(
+        specs=SpecCatalog(specs_dir=str(spec_path.resolve().parent), files={key: str(spec_path.resolve())},
+                          preloaded={key: spec} if spec is not None else {}),
+        store=StoreResource(db_path=str(db_path)),
+        options=RunOptions(export_dir=export, show_progress=show_progress, refresh=refresh))
     run_config: dict[str, Any] = {"loggers": {"console": {"config": {"log_level": log_level}}}}
-    return materialize(ASSETS, partition_key=key, instance=instance, resources={"factory": factory},
-                       run_config=run_config)
+    selection = AssetSelection.assets(through).upstream().required_multi_asset_neighbors() if through else None
+    return materialize(ASSETS, partition_key=key, instance=instance, resources=with_io({**chosen, **(resources or {})}),
+                       run_config=run_config, raise_on_error=True, selection=selection)
 
 
 def materialization_metadata(result: ExecuteInProcessResult, asset: str) -> dict[str, Any]:
@@ -41,3 +50,8 @@ def materialization_metadata(result: ExecuteInProcessResult, asset: str) -> dict
         if materialization.asset_key.to_user_string() == asset:
             return {k: getattr(v, "value", v) for k, v in materialization.metadata.items()}
     return {}
+
+
+def check_names() -> set[str]:
+    """Every asset check of the graph (a check missing from a run's evaluations was skipped)."""
+    return {key.name for a in ASSETS for key in a.check_keys}

@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from factory.attributes import ALL, given_values
+from factory.attributes.values import ALL, given_values
 from factory.spec import Spec
 from factory.store import Store
 

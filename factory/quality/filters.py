@@ -263,7 +263,7 @@ def parse_label_answer(answer: str, classes: Sequence[str]) -> str | None:
 
 def label_request(spec: Spec, text: str, index: int) -> Any:
     """The chat request asking the spec's model for the class of ``text`` (temperature 0, cached)."""
-    from factory.llm.engine import LLMRequest
+    from factory.generation.llm.engine import LLMRequest
 
     prompt = LLM_LABEL_PROMPT.format(domain=spec.domain, classes=", ".join(spec.class_names), text=text.strip())
     gen = spec.generation
@@ -272,8 +272,8 @@ def label_request(spec: Spec, text: str, index: int) -> Any:
 
 
 async def _ask_labels(spec: Spec, store: Store, endpoint: Any, samples: Sequence[dict[str, Any]]) -> list[str | None]:
-    from factory.llm.budget import Budget
-    from factory.llm.client import open_engine
+    from factory.generation.llm.budget import Budget
+    from factory.generation.llm.client import open_engine
 
     answers: list[str | None] = [None] * len(samples)
     budget = Budget.from_spec(spec.budget, spec.generation.model)
@@ -301,7 +301,7 @@ def llm_verdicts(spec: Spec, store: Store, samples: Sequence[dict[str, Any]],
     if not samples:
         return [], None
     if endpoint is None:
-        from factory.llm.client import open_endpoint
+        from factory.generation.llm.client import open_endpoint
 
         with open_endpoint(spec.generation) as ep:
             answers = asyncio.run(_ask_labels(spec, store, ep, samples))

@@ -1,6 +1,6 @@
-"""A stand-in for ``python -m factory.jobs.train`` (same CLI and Pipes contract) for the cluster tier.
+"""A stand-in for ``python -m factory.training.job`` (same CLI and Pipes contract) for the cluster tier.
 
-Used only until factory/jobs/train.py exists in the image. It trains a TF-IDF + logistic-regression
+Used only until factory/training/job.py exists in the image. It trains a TF-IDF + logistic-regression
 classifier on the samples, evaluates it on the test set, writes --out and, when launched through
 Dagster Pipes, reports logs and one materialization whose metadata holds macro_f1, accuracy, ...
 A failure exits non-zero with its error on stderr. Runs from the data volume:

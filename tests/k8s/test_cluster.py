@@ -326,7 +326,6 @@ def _seed_store(db: Path, spec_path: Path, data_dir: Path) -> int:
 
     import pyarrow.parquet as pq
 
-    from factory import pipeline
     from factory.store import Store
 
     spec = load_spec(spec_path)
@@ -334,7 +333,7 @@ def _seed_store(db: Path, spec_path: Path, data_dir: Path) -> int:
     t0 = datetime(2024, 5, 1, tzinfo=timezone.utc)
     requests, samples = [], []
     with Store(db) as store:
-        pipeline.record_spec(store, spec)
+        store.record_spec(spec, spec_path.read_text())
         run_id = store.start_run(spec)
         for n, row in enumerate(table):
             key = f"req-{n:04d}"
@@ -357,12 +356,15 @@ def test_factory_classifier_asset_runs_its_job_on_the_cluster(
     import dagster as dg
 
     try:
+        from factory.defs import with_io
         from factory.defs.assets import SPECS, classifier
-        from factory.defs.resources import FactoryResource
+        from factory.defs.assets import spec as spec_asset
+        from factory.defs.resources import RunOptions, SpecCatalog, StoreResource, resources_from_env
+        from factory.defs.runners import KubernetesTrainRunner
     except ImportError as exc:  # pragma: no cover - the Dagster asset graph is not there yet
         pytest.skip(f"factory.defs has no classifier asset yet: {exc}")
     if not use_real_job():
-        pytest.skip("the classifier asset runs the real factory.jobs.train")
+        pytest.skip("the classifier asset runs the real factory.training.job")
     from factory.store import Store
 
     specs_dir = data_dir / "asset-specs"
@@ -376,11 +378,12 @@ def test_factory_classifier_asset_runs_its_job_on_the_cluster(
                        "FACTORY_DATA_HOST_PATH": str(data_dir), "FACTORY_DATA_MOUNT": MOUNT,
                        "KUBECONFIG": launcher_kubeconfig}.items():
         monkeypatch.setenv(key, value)
-    resource = FactoryResource(db_path=str(db), specs_dir=str(specs_dir), export_dir=str(data_dir / "exports"),
-                               runner="kubernetes")
+    resources = with_io(resources_from_env(
+        specs=SpecCatalog(specs_dir=str(specs_dir)), store=StoreResource(db_path=str(db)),
+        options=RunOptions(export_dir=str(data_dir / "exports")), train_runner=KubernetesTrainRunner()))
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions(SPECS.name, ["k8s-tier"])
-    result = dg.materialize([classifier], partition_key="k8s-tier", resources={"factory": resource},
+    result = dg.materialize([spec_asset, classifier], partition_key="k8s-tier", resources=resources,
                             instance=instance, raise_on_error=True)
     (event,) = result.asset_materializations_for_node("classifier")
     meta = {k: getattr(v, "value", v) for k, v in event.metadata.items()}

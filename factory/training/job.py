@@ -1,4 +1,4 @@
-"""The train-and-evaluate job: ``python -m factory.jobs.train``.
+"""The train-and-evaluate job: ``python -m factory.training.job``.
 
 Trains a classifier on a spec's generated samples and scores it on a real test set, for every comparison
 (``synthetic``, ``gold``, ``synthetic+gold``) and, for ``synthetic``, at every budget fraction (F1 against
@@ -44,7 +44,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from factory.evaluate import (
+from factory.training.evaluate import (
     BUDGET_ORDERS,
     COMPARISONS,
     EvaluationError,
@@ -107,7 +107,7 @@ def _fractions(value: Any) -> list[float] | None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m factory.jobs.train",
+    p = argparse.ArgumentParser(prog="python -m factory.training.job",
                                 description="Train classifiers on a spec's generated data and score them on a "
                                             "real test set (also F1 against budget). Runs standalone or under "
                                             "Dagster Pipes (arguments may then come as extras).")
@@ -170,7 +170,7 @@ def run_job(opts: JobOptions, log: Callable[[str], None] = lambda m: print(m, fi
             ) -> dict[str, Any]:
     """Run the job in this process; return the results dict (and write --out, --chart, the DB rows)."""
     from factory.store import Store
-    from factory.trainers import TrainConfig
+    from factory.training.trainers import TrainConfig
 
     started = time.time()
     spec = _load(opts)
@@ -342,7 +342,7 @@ def _input_errors() -> tuple[type[BaseException], ...]:
     """Problems with the job's inputs: exit status 2 and a one-line message, no traceback."""
     from factory.datasets import DataFileError
     from factory.store import StoreError
-    from factory.trainers import TrainerError
+    from factory.training.trainers import TrainerError
 
     return (SpecError, EvaluationError, DataFileError, TrainerError, StoreError, FileNotFoundError)
 
@@ -351,9 +351,9 @@ def _input_errors() -> tuple[type[BaseException], ...]:
 
 
 def train_job_command(python: str | None = None) -> list[str]:
-    """The job's command (arguments come as Pipes extras): ``[python, -m, factory.jobs.train]``; in a
-    container image ``["python", "-m", "factory.jobs.train"]``."""
-    return [python or sys.executable, "-m", "factory.jobs.train"]
+    """The job's command (arguments come as Pipes extras): ``[python, -m, factory.training.job]``; in a
+    container image ``["python", "-m", "factory.training.job"]``."""
+    return [python or sys.executable, "-m", "factory.training.job"]
 
 
 def pipes_extras(spec_path: str | Path | None = None, db_path: str | Path | None = None, *,
@@ -377,7 +377,7 @@ def pipes_extras(spec_path: str | Path | None = None, db_path: str | Path | None
 def run_train_job_local(spec_path: str | Path, db_path: str | Path | None = None, *, context: Any = None,
                         env: Mapping[str, str] | None = None, cwd: str | Path | None = None,
                         **options: Any) -> dict[str, Any]:
-    """Run ``python -m factory.jobs.train`` through ``dagster.PipesSubprocessClient``; return the results.
+    """Run ``python -m factory.training.job`` through ``dagster.PipesSubprocessClient``; return the results.
 
     Inside a Dagster asset pass its ``context``: the job's materialization lands on that asset (return
     ``results["materialize_result"]`` from the asset). Without one, a one-asset job

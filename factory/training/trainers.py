@@ -283,7 +283,7 @@ def _holdout_split(labels: Sequence[Label], seed: int, fraction: float = 0.1) ->
 
 
 def _macro_f1(true: Sequence[Label], pred: Sequence[Label], classes: list[str], multilabel: bool) -> float:
-    from factory.evaluate import compute_metrics
+    from factory.training.evaluate import compute_metrics
 
     return compute_metrics(true, pred, classes, multilabel)["macro_f1"]
 

@@ -85,17 +85,26 @@ def given_values(spec: Spec, dimension: str, attr: AttributeSpec) -> dict[str, l
     return None
 
 
+def used_dimensions(spec: Spec) -> list[str]:
+    """The dimensions the spec's generation method puts into prompts (simprompt: none; zeroshot: style)."""
+    from factory.generation.methods import method_for
+
+    return method_for(spec).dimensions(spec)
+
+
 def elicited_dimensions(spec: Spec) -> list[str]:
-    """The dimensions whose values the spec leaves to the LLM."""
-    return [d for d, a in spec.attributes.items() if a.elicit is not None]
+    """The dimensions the method uses whose values the spec leaves to the LLM."""
+    return [d for d in used_dimensions(spec) if spec.attributes[d].elicit is not None]
 
 
 def needs_similar(spec: Spec) -> bool:
-    """Similar classes are elicited when the spec gives none and AttrPrompt or CAF needs them."""
+    """Similar classes are elicited when the spec gives none and the method's prompts or CAF need them."""
     if spec.similar_classes.k == 0 or spec.similar_classes.given:
         return False
+    from factory.generation.methods import method_for
+
     per_class = any(spec.attributes[d].per_class for d in elicited_dimensions(spec))
-    return spec.generation.method == "attrprompt" or (per_class and spec.filters.caf)
+    return method_for(spec).uses_similar(spec) or (per_class and spec.filters.caf)
 
 
 def needs_elicitation(spec: Spec) -> bool:
@@ -104,10 +113,12 @@ def needs_elicitation(spec: Spec) -> bool:
 
 def build_attribute_set(spec: Spec, elicited: dict[str, dict[str, list[str]]] | None = None,
                         similar: dict[str, list[str]] | None = None) -> AttributeSet:
-    """The spec's given values plus ``elicited`` ones; raise :class:`NeedsElicitation` if any is missing."""
+    """The values of the dimensions the method uses: given in the spec, else ``elicited``; raise
+    :class:`NeedsElicitation` if any is missing."""
     values: dict[str, dict[str, list[str]]] = {}
     missing = []
-    for dim, attr in spec.attributes.items():
+    for dim in used_dimensions(spec):
+        attr = spec.attributes[dim]
         found = given_values(spec, dim, attr)
         if found is None:
             found = (elicited or {}).get(dim)
@@ -120,7 +131,7 @@ def build_attribute_set(spec: Spec, elicited: dict[str, dict[str, list[str]]] | 
         missing.append("similar_classes")
     if missing:
         raise NeedsElicitation(f"{spec.name}: {', '.join(missing)} must be elicited first (run 'factory lock')")
-    units = {dim: attr.unit for dim, attr in spec.attributes.items() if attr.unit}
+    units = {dim: attr.unit for dim, attr in spec.attributes.items() if attr.unit and dim in values}
     return AttributeSet(values, {c: chosen.get(c, []) for c in spec.class_names}, units)
 
 

@@ -7,7 +7,7 @@ from typing import Any
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
-from factory.llm.engine import EngineStats
+from factory.generation.llm.engine import EngineStats
 
 
 class _RatesColumn(ProgressColumn):

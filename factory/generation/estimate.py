@@ -1,18 +1,29 @@
-"""What a spec will cost before any spend: combinations, requests, tokens and USD against the budget."""
+"""What a spec will cost before any spend: combinations, requests, tokens and USD against the budget.
+
+Counted, not listed: the plan's sizes come from combinatorics and its prompt sizes from a sample of its
+first units, so a plan of any size is estimated in constant memory and time."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
 
-from factory.attributes import ALL, AttributeSet, NeedsElicitation, given_values, needs_similar
-from factory.generate import make_request, plan, requests_per_class
-from factory.llm.budget import cost_usd
-from factory.lock import attribute_set
-from factory.pipeline import existing_lock
+from factory.attributes.lock import attribute_set
+from factory.attributes.stage import existing_lock
+from factory.attributes.values import (
+    ALL,
+    AttributeSet,
+    NeedsElicitation,
+    given_values,
+    needs_similar,
+    used_dimensions,
+)
+from factory.generation.llm.budget import cost_usd
+from factory.generation.plan import Plan
 from factory.spec import Spec, SpecError
 
 TOKENS_PER_WORD = 1.35
+SAMPLED_UNITS = 64  # units per class whose prompts are rendered to estimate prompt tokens
 
 
 @dataclass
@@ -47,7 +58,8 @@ def _placeholder_attributes(spec: Spec) -> tuple[AttributeSet, list[str]]:
         pass
     values: dict[str, dict[str, list[str]]] = {}
     elicited = []
-    for dim, attr in spec.attributes.items():
+    for dim in used_dimensions(spec):
+        attr = spec.attributes[dim]
         given = given_values(spec, dim, attr)
         if given is None:
             elicited.append(dim)
@@ -80,34 +92,40 @@ def _expected_words(spec: Spec, attrs: AttributeSet) -> float:
     return float(spec.filters.max_words or 0.6 * spec.generation.max_tokens / TOKENS_PER_WORD)
 
 
+def _prompt_tokens(plan: Plan) -> int:
+    """Prompt tokens of the whole plan, from the mean of the first units of every class (a zero-shot
+    conversation re-sends its growing history at every step)."""
+    gen = plan.spec.generation
+    sample = plan.head(SAMPLED_UNITS * len(plan.spec.classes))
+    if not sample:
+        return 0
+    per_request = sum(plan.request(u).prompt_tokens_estimate() for u in sample) / len(sample)
+    if not plan.method.conversational:
+        return round(per_request * plan.requests)
+    chain, samples = gen.diversity_chain, plan.spec.budget.samples_per_class
+    full, rest = divmod(samples, chain)
+    steps_history = full * sum(range(chain)) + sum(range(rest))  # earlier turns re-sent, per class
+    return round(per_request * plan.requests + steps_history * len(plan.spec.classes) * (gen.max_tokens // 2 + 30))
+
+
 def estimate(spec: Spec) -> Estimate:
     """Count combinations and estimate requests, tokens and cost; warn where the budget caps the run."""
     attrs, elicited = _placeholder_attributes(spec)
     gen = spec.generation
-    combos = {c: math.prod(len(attrs.for_class(d, c)) for d in attrs.values) if gen.method == "attrprompt" else 1
-              for c in spec.class_names}
-    prompt_tokens = 0
-    requests = 0
-    for item in plan(spec, attrs, examples=[]):
-        n = min(gen.n, spec.budget.samples_per_class - item.first_index)
-        request = make_request(spec, item.messages, item.seed, item.first_index, n)
-        steps = item.length
-        # a zero-shot conversation re-sends the growing history at every step
-        history = sum(range(steps)) * (gen.max_tokens // 2 + 30)
-        prompt_tokens += request.prompt_tokens_estimate() * steps + history
-        requests += steps
-    samples = spec.budget.samples_per_class * len(spec.classes)
+    plan = Plan(spec, attrs, [])
+    prompt_tokens = _prompt_tokens(plan)
+    samples = plan.samples
     expected = int(min(gen.max_tokens, _expected_words(spec, attrs) * TOKENS_PER_WORD) * samples)
     most = gen.max_tokens * samples
     price = spec.budget.price(gen.model)
-    est = Estimate(combos, {d: max(len(v) for v in attrs.values[d].values()) for d in attrs.values},
-                   requests, _elicitation_requests(spec, elicited), prompt_tokens, expected, most,
+    est = Estimate(plan.combinations(), {d: max(len(v) for v in attrs.values[d].values()) for d in attrs.values},
+                   plan.requests, _elicitation_requests(spec, elicited), prompt_tokens, expected, most,
                    cost_usd(price, prompt_tokens, expected), cost_usd(price, prompt_tokens, most), elicited)
-    est.warnings = _budget_warnings(spec, est, requests_per_class(spec) * len(spec.classes))
+    est.warnings = _budget_warnings(spec, est)
     return est
 
 
-def _budget_warnings(spec: Spec, est: Estimate, requests: int) -> list[str]:
+def _budget_warnings(spec: Spec, est: Estimate) -> list[str]:
     b = spec.budget
     out = []
     if b.max_requests and est.requests > b.max_requests:

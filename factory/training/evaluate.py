@@ -40,7 +40,7 @@ from factory.spec import Spec
 
 if TYPE_CHECKING:
     from factory.store import Store
-    from factory.trainers import Classifier, Embedder, TrainConfig
+    from factory.training.trainers import Classifier, Embedder, TrainConfig
 
 Label = str | list[str]
 COMPARISONS = ("synthetic", "gold", "synthetic+gold")
@@ -462,8 +462,8 @@ def run_evaluation(spec: Spec, pool: SamplePool | None, test: LabelledSet, confi
                    embedder: Embedder | None = None) -> list[dict[str, Any]]:
     """Train and score every comparison; return rows shaped like the ``evaluations`` table (JSON columns as
     Python values). ``synthetic`` runs once per budget fraction; ``gold`` and ``synthetic+gold`` once."""
-    from factory.trainers import Embedder as _Embedder
-    from factory.trainers import train
+    from factory.training.trainers import Embedder as _Embedder
+    from factory.training.trainers import train
 
     compare = list(dict.fromkeys(compare))
     bad = [c for c in compare if c not in COMPARISONS]

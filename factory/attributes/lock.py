@@ -13,9 +13,9 @@ from pathlib import Path
 import yaml
 from pydantic import Field, field_validator
 
-from factory.attributes import ALL, AttributeSet, build_attribute_set, elicited_dimensions, needs_similar
-from factory.elicit import CafDecision, Elicited
-from factory.llm.engine import digest
+from factory.attributes.values import ALL, AttributeSet, build_attribute_set, elicited_dimensions, needs_similar
+from factory.attributes.elicit import CafDecision, Elicited
+from factory.keys import digest
 from factory.spec import Spec, SpecError, SpecIssue, StrictModel, parse_yaml_model
 
 HEADER = ("# attrfactory lock file, written by `factory lock`: what the LLM elicited for this spec.\n"

@@ -18,13 +18,13 @@ from typing import Any
 
 import openai
 
-from factory.attributes import ALL
-from factory.listparse import match_names, parse_list, parse_yes_no
-from factory.llm.engine import Engine, LLMRequest
-from factory.prompts import PromptRenderer
+from factory.attributes.values import ALL
+from factory.attributes.listparse import match_names, parse_list, parse_yes_no
+from factory.generation.llm.engine import Engine, LLMRequest
+from factory.generation.prompts import PromptRenderer
 from factory.spec import AttributeSpec, Spec
 
-log = logging.getLogger("factory.elicit")
+log = logging.getLogger("factory.attributes.elicit")
 MAX_ASKS = 3
 TOKENS_PER_VALUE = 16
 

@@ -8,7 +8,6 @@ after ``kill -9``, sends only what is missing.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import random
 import time
@@ -19,7 +18,8 @@ from typing import Any
 import openai
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 
-from factory.llm.budget import Budget, BudgetExhausted, cost_usd
+from factory.generation.llm.budget import Budget, BudgetExhausted, cost_usd
+from factory.keys import digest
 from factory.store import CachedRequest, Store
 
 Message = dict[str, str]
@@ -33,10 +33,6 @@ class MalformedResponse(RuntimeError):
 
 class FatalEndpointError(RuntimeError):
     """An error no retry can fix (bad key, unknown model): the run stops."""
-
-
-def digest(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
 def estimate_tokens(text: str) -> int:
@@ -227,9 +223,12 @@ class Engine:
         return sum(k in self._cache for k in keys)
 
     def _cached(self, key: str) -> CachedRequest | None:
-        if key not in self._cache and key not in self._prefetched:
-            self._cache.update(self.store.cached_requests([key]))
-        return self._cache.get(key)
+        """The cached completion of ``key`` (prefetched, else one lookup); each is handed out once, so the
+        engine holds no more than the prefetched chunk in memory."""
+        if key in self._prefetched:
+            self._prefetched.discard(key)
+            return self._cache.pop(key, None)
+        return self._cache.pop(key, None) or self.store.cached_requests([key]).get(key)
 
     async def complete(self, request: LLMRequest) -> Completion:
         """The completion of ``request``: from the cache, or sent within the budget (may raise

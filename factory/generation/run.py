@@ -1,0 +1,141 @@
+"""The generation run: drives the plan through the engine and writes every sample with its full
+provenance; resumable (the request cache) and within the budget. The run row says how it ended."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from itertools import islice
+from typing import Any
+
+from factory.generation.llm.budget import Budget
+from factory.generation.llm.client import Endpoint, EndpointProvider, open_engine
+from factory.generation.llm.engine import Completion, Engine, LLMRequest, RequestWriter, digest
+from factory.generation.methods import method_for
+from factory.generation.plan import Plan, Planned, make_request, request_seed
+from factory.generation.progress import EngineProgress
+from factory.generation.prompts import PromptRenderer
+from factory.quality.refusal import is_refusal
+from factory.spec import Spec
+from factory.store import Store
+
+PREFETCH_CHUNK = 2000  # cache lookups per query while streaming the plan
+
+
+@dataclass
+class GenerationReport:
+    requested: int = 0
+    samples: int = 0
+    new_samples: int = 0
+    refusals: int = 0
+    sent: int = 0
+    cached: int = 0
+    failed: int = 0
+    tokens: int = 0
+    usd: float = 0.0
+    stopped: str | None = None
+    errors: list[str] = field(default_factory=list)
+
+
+class Generator:
+    """Runs the planned work of one spec through the engine and writes samples with full provenance."""
+
+    def __init__(self, spec: Spec, run_id: str, engine: Engine, writer: RequestWriter, report: GenerationReport,
+                 on_sample: Callable[[int], None] = lambda n: None):
+        self.spec, self.run_id, self.engine, self.writer = spec, run_id, engine, writer
+        self.report = report
+        self.renderer = PromptRenderer(spec)
+        self.on_sample = on_sample
+        self.conversational = method_for(spec).conversational
+
+    def _samples(self, item: Planned, request: LLMRequest, done: Completion, index: int) -> None:
+        n = len(done.choices)
+        when = datetime.now(timezone.utc)
+        for choice, text in enumerate(done.choices):
+            refusal = is_refusal(text)
+            self.report.refusals += refusal
+            self.writer.put("sample", (
+                digest([self.spec.hash, request.key, choice])[:24], self.spec.hash, self.run_id, item.class_name,
+                text, json.dumps(item.attributes, sort_keys=True), item.seed, index + choice, choice,
+                self.spec.generation.method, request.prompt_hash, request.key, request.model,
+                json.dumps(request.params, sort_keys=True), done.prompt_tokens // n, done.completion_tokens // n,
+                done.cost_usd / n, refusal, when))
+        self.report.samples += n
+        self.report.new_samples += 0 if done.cached else n
+        self.on_sample(n)
+
+    def job(self, item: Planned) -> Callable[[], Any]:
+        async def single() -> None:
+            n = min(self.spec.generation.n, self.spec.budget.samples_per_class - item.first_index)
+            request = make_request(self.spec, item.messages, item.seed, item.first_index, n)
+            self._samples(item, request, await self.engine.complete(request), item.first_index)
+
+        async def conversation() -> None:
+            messages = list(item.messages)
+            for step in range(item.length):
+                index = item.first_index + step
+                request = make_request(self.spec, messages, request_seed(self.spec.generation.seed,
+                                                                        item.class_name, index), index, 1)
+                done = await self.engine.complete(request)
+                self._samples(item, request, done, index)
+                messages = messages + [
+                    {"role": "assistant", "content": done.choices[0]},
+                    {"role": "user", "content": self.renderer.render("zeroshot.diversity",
+                                                                     label=self.renderer.display(item.class_name))},
+                ]
+
+        return conversation if self.conversational else single
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    status: str
+    report: GenerationReport
+
+
+def _jobs(plan: Plan, engine: Engine, generator: Generator) -> Iterator[Callable[[], Any]]:
+    """The plan's jobs, streamed: each chunk's cached completions are fetched in one query first."""
+    units = iter(plan)
+    while chunk := list(islice(units, PREFETCH_CHUNK)):
+        if not plan.method.conversational:
+            engine.prefetch(plan.request(u).key for u in chunk)
+        yield from (generator.job(u) for u in chunk)
+
+
+async def generate_async(plan: Plan, store: Store, run_id: str, endpoint: Endpoint,
+                         show_progress: bool = False) -> GenerationReport:
+    """Generate the plan's samples through ``endpoint``; resumable and within the budget."""
+    spec = plan.spec
+    report = GenerationReport(requested=plan.samples)
+    budget = Budget.from_spec(spec.budget, spec.generation.model)
+    spent = store.spend_for_spec(spec.hash)
+    budget.requests, budget.tokens, budget.usd = spent["requests"], spent["tokens"], spent["usd"]
+    async with open_engine(spec.generation, store, endpoint, budget) as engine:
+        with EngineProgress(engine.stats, report.requested, enabled=show_progress) as progress:
+            generator = Generator(spec, run_id, engine, engine.writer, report, progress.advance)
+            await engine.map(_jobs(plan, engine, generator))
+    stats = engine.stats
+    report.sent, report.cached, report.failed = stats.sent, stats.cached, stats.failed
+    report.tokens, report.usd, report.stopped = stats.tokens, stats.usd, budget.stopped
+    return report
+
+
+def generation_stage(plan: Plan, store: Store, endpoints: EndpointProvider, show_progress: bool = False
+                     ) -> RunResult:
+    """Generate into a new run; the run row says how it ended (done, budget_stopped or failed)."""
+    spec = plan.spec
+    run_id = store.start_run(spec)
+    try:
+        endpoint = endpoints.endpoint(spec.generation)
+        report = asyncio.run(generate_async(plan, store, run_id, endpoint, show_progress))
+    except BaseException as exc:
+        store.finish_run(run_id, "failed", f"{type(exc).__name__}: {exc}"[:2000])
+        raise
+    status = "budget_stopped" if report.stopped else "done"
+    store.set_run_cached(run_id, report.cached)
+    store.finish_run(run_id, status, report.stopped or "")
+    return RunResult(run_id, status, report)
