@@ -11,7 +11,8 @@ request, so the same number of requests; tokens differ and are reported):
 
 1. a spec is written to ``--out-dir`` (AttrPrompt's attribute values are the paper's published lists,
    ``../shared/data/attrprompt/<dataset>/attrprompt/gpt-3.5-turbo``, through ``values_file``; similar
-   classes given by hand) and generated with ``factory.pipeline.run`` into one DuckDB store, through the
+   classes given by hand) and generated through the factory's asset graph (``materialize_spec(..., through="generations")``, the
+   path ``factory run`` takes) into one DuckDB store, through the
    embedded offline model (llama-server + SmolLM2-135M) or ``--base-url``;
 2. when ``factory.quality`` is installed, its stage runs (filters, so training uses the kept samples,
    and diversity metrics: APS, inter-class APS, vocabulary); otherwise training uses every sample that is
@@ -20,9 +21,9 @@ request, so the same number of requests; tokens differ and are reported):
    scored on the real test set (a seeded sample of ``--max-test`` rows), the rows stored in
    ``evaluations``; one chart per data set (``f1_vs_budget_<dataset>.png``) has one line per method.
 
-The budget subsets use ``--budget-order interleaved`` by default: the generator spends its requests class
-by class, so the first 10% of requests in generation order hold a single class, which says nothing about
-a method. ``--budget-order generated`` gives the literal spend order.
+The budget subsets follow the plan's order by default (``--budget-order plan``): the plan interleaves the
+classes, so every prefix of it is class-balanced. ``--budget-order generated`` gives the literal order
+the completions arrived in.
 
 The default settings (2 data sets x 3 methods x 30 samples per class = 540 requests of at most 64
 completion tokens) are sized for a 2-core machine: generation dominates, and SmolLM2-135M gave about 12
@@ -145,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-tokens", type=int, default=64)
     p.add_argument("--max-test", type=int, default=1000, help="test rows (seeded sample); 0 = all")
     p.add_argument("--fractions", default="0.1,0.25,0.5,1.0")
-    p.add_argument("--budget-order", default="interleaved", choices=["generated", "interleaved"])
+    p.add_argument("--budget-order", default="plan", choices=["plan", "generated", "interleaved"])
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--concurrency", type=int, default=8)
     p.add_argument("--parallel", type=int, default=4, help="slots of the embedded server")
@@ -165,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{SHARED} is absent: the real test sets and the paper's attribute lists live there", file=sys.stderr)
         return 2
 
-    from factory import pipeline
+    from factory.defs.local import materialization_metadata, materialize_spec
     from factory.training.evaluate import format_table, load_test_set, plot_f1_vs_budget, pool_from_store, run_evaluation
     from factory.spec import load_spec
     from factory.store import Store
@@ -196,9 +197,11 @@ def main(argv: list[str] | None = None) -> int:
             embedder = Embedder(max_length=128)  # shared by the methods: the test set is embedded once
             dataset_rows = []
             for method in methods:
-                spec = load_spec(write_spec(out_dir, dataset, method, args, test_path, base_url))
+                spec_path = write_spec(out_dir, dataset, method, args, test_path, base_url)
+                spec = load_spec(spec_path)
                 t0 = time.time()
-                run = pipeline.run(spec, store)
+                status = materialization_metadata(materialize_spec(spec_path, db, spec=spec, through="generations"),
+                                                  "generations")["status"]
                 gen_s = time.time() - t0
                 t0 = time.time()
                 diversity, note = quality(spec, store)
@@ -213,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
                 train_s = time.time() - t0
                 full = max(rows, key=lambda r: r["budget_fraction"])
                 summary.append({
-                    "dataset": dataset, "method": method, "status": run.status, "samples": len(pool.examples),
+                    "dataset": dataset, "method": method, "status": status, "samples": len(pool.examples),
                     "kept": len(pool.kept), "sample_source": pool.source, "requests": full["requests"],
                     "tokens": full["tokens"], "accuracy": full["accuracy"], "macro_f1": full["macro_f1"],
                     "aps": (diversity or {}).get("aps"), "inter_class_aps": (diversity or {}).get("inter_class_aps"),
@@ -224,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
                 done_requests += int(full["requests"] or 0)
                 gen_seconds += gen_s
                 rate = gen_seconds / max(done_requests, 1)
-                print(f"{dataset}/{method}: {run.status}, {len(pool.kept)}/{len(pool.examples)} kept ({note}); "
+                print(f"{dataset}/{method}: {status}, {len(pool.kept)}/{len(pool.examples)} kept ({note}); "
                       f"macro-F1 {full['macro_f1']:.3f}; generate {gen_s:.0f}s, quality {quality_s:.0f}s, "
                       f"train+eval {train_s:.0f}s; {rate:.1f}s a request so far, about "
                       f"{rate * max(planned - done_requests, 0) / 60:.0f} min of generation left", flush=True)
