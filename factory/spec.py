@@ -196,10 +196,6 @@ class GenerationSpec(StrictModel):
             raise ValueError("must be the NAME of an environment variable (e.g. OPENAI_API_KEY), never the key")
         return value
 
-    def resolved_base_url(self) -> str | None:
-        """The endpoint: the spec's ``base_url``, else ``OPENAI_BASE_URL``, else None (embedded server)."""
-        return self.base_url or os.environ.get("OPENAI_BASE_URL") or None
-
 
 class Price(StrictModel):
     """USD per million tokens."""

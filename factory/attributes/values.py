@@ -7,6 +7,7 @@ class form an :class:`AttributeSet`, the input of prompt sampling.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -111,21 +112,29 @@ def needs_elicitation(spec: Spec) -> bool:
     return bool(elicited_dimensions(spec)) or needs_similar(spec)
 
 
-def build_attribute_set(spec: Spec, elicited: dict[str, dict[str, list[str]]] | None = None,
-                        similar: dict[str, list[str]] | None = None) -> AttributeSet:
-    """The values of the dimensions the method uses: given in the spec, else ``elicited``; raise
-    :class:`NeedsElicitation` if any is missing."""
+def method_values(spec: Spec, fallback: Callable[[str, AttributeSpec], dict[str, list[str]] | None]
+                  ) -> tuple[dict[str, dict[str, list[str]]], list[str]]:
+    """The values of every dimension the method uses (given in the spec, else ``fallback(dim, attr)``) and
+    the dimensions neither supplies."""
     values: dict[str, dict[str, list[str]]] = {}
     missing = []
     for dim in used_dimensions(spec):
         attr = spec.attributes[dim]
         found = given_values(spec, dim, attr)
         if found is None:
-            found = (elicited or {}).get(dim)
+            found = fallback(dim, attr)
         if found is None:
             missing.append(dim)
         else:
             values[dim] = found
+    return values, missing
+
+
+def build_attribute_set(spec: Spec, elicited: dict[str, dict[str, list[str]]] | None = None,
+                        similar: dict[str, list[str]] | None = None) -> AttributeSet:
+    """The values of the dimensions the method uses: given in the spec, else ``elicited``; raise
+    :class:`NeedsElicitation` if any is missing."""
+    values, missing = method_values(spec, lambda dim, attr: (elicited or {}).get(dim))
     chosen = dict(spec.similar_classes.given or similar or {})
     if needs_similar(spec) and not chosen:
         missing.append("similar_classes")

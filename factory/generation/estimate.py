@@ -14,13 +14,12 @@ from factory.attributes.values import (
     ALL,
     AttributeSet,
     NeedsElicitation,
-    given_values,
+    method_values,
     needs_similar,
-    used_dimensions,
 )
 from factory.generation.llm.budget import cost_usd
 from factory.generation.plan import Plan
-from factory.spec import Spec, SpecError
+from factory.spec import AttributeSpec, Spec, SpecError
 
 TOKENS_PER_WORD = 1.35
 SAMPLED_UNITS = 64  # units per class whose prompts are rendered to estimate prompt tokens
@@ -56,17 +55,14 @@ def _placeholder_attributes(spec: Spec) -> tuple[AttributeSet, list[str]]:
         return attribute_set(spec, found[0] if found else None), []
     except (NeedsElicitation, SpecError):
         pass
-    values: dict[str, dict[str, list[str]]] = {}
-    elicited = []
-    for dim in used_dimensions(spec):
-        attr = spec.attributes[dim]
-        given = given_values(spec, dim, attr)
-        if given is None:
-            elicited.append(dim)
-            n = attr.elicit.n if attr.elicit else 10
-            keys = spec.class_names if attr.per_class else [ALL]
-            given = {k: [f"<{dim} {i + 1}>" for i in range(n)] for k in keys}
-        values[dim] = given
+    elicited: list[str] = []
+
+    def placeholders(dim: str, attr: AttributeSpec) -> dict[str, list[str]]:
+        elicited.append(dim)
+        n = attr.elicit.n if attr.elicit else 10
+        return {k: [f"<{dim} {i + 1}>" for i in range(n)] for k in (spec.class_names if attr.per_class else [ALL])}
+
+    values, _ = method_values(spec, placeholders)
     k = spec.similar_classes.k
     similar = spec.similar_classes.given or {c: [o for o in spec.class_names if o != c][:k] for c in spec.class_names}
     return AttributeSet(values, similar), elicited
