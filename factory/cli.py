@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from factory.spec import Spec, SpecError, load_spec
@@ -29,7 +30,7 @@ def _load(path: Path) -> Spec:
         return load_spec(path)
     except SpecError as exc:
         for issue in exc.issues:
-            err.print(f"[red]error[/red] {issue}", highlight=False)
+            err.print(f"[red]error[/red] {escape(str(issue))}", highlight=False)
         raise typer.Exit(2) from None
 
 
@@ -37,7 +38,7 @@ def _store(db: Path | None, read_only: bool = False) -> Store:
     try:
         return Store(db or default_db_path(), read_only=read_only)
     except StoreError as exc:
-        err.print(f"[red]error[/red] {exc}", highlight=False)
+        err.print(f"[red]error[/red] {escape(str(exc))}", highlight=False)
         raise typer.Exit(2) from None
 
 
@@ -55,7 +56,10 @@ def plan(spec: SpecArg) -> None:
     from factory.generation.estimate import estimate
 
     s = _load(spec)
-    est = estimate(s)
+    try:
+        est = estimate(s)
+    except _expected_errors() as exc:
+        raise _fail(exc) from None
     table = Table(title=f"{s.name}: {s.generation.method} with {s.generation.model}", show_header=False)
     for dim, n in est.values_per_dimension.items():
         table.add_row(f"values: {dim}", f"{n}" + (" (to elicit)" if dim in est.elicited else ""))
@@ -82,7 +86,7 @@ RefreshOpt = Annotated[bool, typer.Option("--refresh", help="elicit again, ignor
 def _fail(exc: Exception) -> typer.Exit:
     issues = getattr(exc, "issues", None)
     for line in [str(i) for i in issues] if issues else [str(exc)]:
-        err.print(f"[red]error[/red] {line}", highlight=False)
+        err.print(f"[red]error[/red] {escape(line)}", highlight=False)
     return typer.Exit(1)
 
 
@@ -226,7 +230,7 @@ def export(spec: SpecArg, db: DbOpt = None,
            out: Annotated[Optional[Path], typer.Option("--out", "-o", help="output file")] = None) -> None:
     """Write the spec's samples (text, label and provenance) to JSONL or Parquet."""
     if format not in ("jsonl", "parquet"):
-        err.print(f"[red]error[/red] --format must be jsonl or parquet, not {format!r}")
+        err.print(f"[red]error[/red] --format must be jsonl or parquet, not {escape(repr(format))}")
         raise typer.Exit(2)
     s = _load(spec)
     with _store(db, read_only=True) as store:
@@ -302,7 +306,7 @@ def serve(port: Annotated[int, typer.Option(help="port on 127.0.0.1")] = 8104,
             while server.process.poll() is None:
                 time.sleep(0.5)
     except ServerError as exc:
-        err.print(f"[red]error[/red] {exc}")
+        err.print(f"[red]error[/red] {escape(str(exc))}")
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
         pass
