@@ -53,9 +53,9 @@ def validate(spec: SpecArg) -> None:
 @app.command()
 def plan(spec: SpecArg) -> None:
     """Attribute combinations, expected requests, tokens and cost against the budget, before any spend."""
+    s = _load(spec)  # first: a bad spec fails before the heavy imports
     from factory.generation.estimate import estimate
 
-    s = _load(spec)
     try:
         est = estimate(s)
     except _expected_errors() as exc:
@@ -104,11 +104,11 @@ def _expected_errors() -> tuple[type[Exception], ...]:
 @app.command()
 def lock(spec: SpecArg, db: DbOpt = None, refresh: RefreshOpt = False) -> None:
     """Elicit attribute values, similar classes and CAF decisions into SPEC.lock.yaml (for review)."""
+    s = _load(spec)  # first: a bad spec fails before the heavy imports
     from factory.attributes.lock import lock_path
     from factory.attributes.stage import resolve_lock
     from factory.generation.llm.client import EndpointProvider
 
-    s = _load(spec)
     with _store(db) as store, EndpointProvider() as endpoints:
         try:
             locked, elicited = resolve_lock(s, store, endpoints, refresh)
@@ -164,12 +164,12 @@ def run(spec: SpecArg, db: DbOpt = None, refresh: RefreshOpt = False,
         progress: Annotated[bool, typer.Option(help="show a progress bar")] = True) -> None:
     """Build the spec's dataset: every asset of its partition, in-process (resumable: a rerun sends only what
     is missing). The same code as the Dagster UI and schedules."""
-    from factory.defs.local import check_names, materialization_metadata, materialize_spec
-
     parsed = _load(spec)  # the run's one parse, handed to the spec asset
     if db is None:
         db = default_db_path()
     _store(db).close()  # fail early and clearly on a store from a newer version
+    from factory.defs.local import check_names, materialization_metadata, materialize_spec
+
     try:
         result = materialize_spec(spec, db, spec=parsed, show_progress=progress, refresh=refresh)
     except Exception as exc:  # noqa: BLE001 - a stage's own error, unwrapped from Dagster's
