@@ -547,7 +547,7 @@ def _path_issues(spec: Spec, lines: dict[Loc, int], file: str) -> list[SpecIssue
     """Unset ``${VAR}`` in any path, and values files and templates that are not there."""
     issues: list[SpecIssue] = []
     for loc, raw, must_exist in _path_fields(spec):
-        known = next(loc[:i] for i in range(len(loc), -1, -1) if loc[:i] in lines or i == 0)
+        known = next((loc[:i] for i in range(len(loc), 0, -1) if loc[:i] in lines), loc)  # test_set: x -> no .path
         line, field = lines.get(known), _dotted(known)
         unset = unset_env_vars(raw)
         if unset:
