@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from factory.spec import Spec, SpecError, load_spec
@@ -29,7 +30,7 @@ def _load(path: Path) -> Spec:
         return load_spec(path)
     except SpecError as exc:
         for issue in exc.issues:
-            err.print(f"[red]error[/red] {issue}", highlight=False)
+            err.print(f"[red]error[/red] {escape(str(issue))}", highlight=False)
         raise typer.Exit(2) from None
 
 
@@ -37,7 +38,7 @@ def _store(db: Path | None, read_only: bool = False) -> Store:
     try:
         return Store(db or default_db_path(), read_only=read_only)
     except StoreError as exc:
-        err.print(f"[red]error[/red] {exc}", highlight=False)
+        err.print(f"[red]error[/red] {escape(str(exc))}", highlight=False)
         raise typer.Exit(2) from None
 
 
@@ -52,10 +53,13 @@ def validate(spec: SpecArg) -> None:
 @app.command()
 def plan(spec: SpecArg) -> None:
     """Attribute combinations, expected requests, tokens and cost against the budget, before any spend."""
+    s = _load(spec)  # first: a bad spec fails before the heavy imports
     from factory.generation.estimate import estimate
 
-    s = _load(spec)
-    est = estimate(s)
+    try:
+        est = estimate(s)
+    except _expected_errors() as exc:
+        raise _fail(exc) from None
     table = Table(title=f"{s.name}: {s.generation.method} with {s.generation.model}", show_header=False)
     for dim, n in est.values_per_dimension.items():
         table.add_row(f"values: {dim}", f"{n}" + (" (to elicit)" if dim in est.elicited else ""))
@@ -82,7 +86,7 @@ RefreshOpt = Annotated[bool, typer.Option("--refresh", help="elicit again, ignor
 def _fail(exc: Exception) -> typer.Exit:
     issues = getattr(exc, "issues", None)
     for line in [str(i) for i in issues] if issues else [str(exc)]:
-        err.print(f"[red]error[/red] {line}", highlight=False)
+        err.print(f"[red]error[/red] {escape(line)}", highlight=False)
     return typer.Exit(1)
 
 
@@ -100,11 +104,11 @@ def _expected_errors() -> tuple[type[Exception], ...]:
 @app.command()
 def lock(spec: SpecArg, db: DbOpt = None, refresh: RefreshOpt = False) -> None:
     """Elicit attribute values, similar classes and CAF decisions into SPEC.lock.yaml (for review)."""
+    s = _load(spec)  # first: a bad spec fails before the heavy imports
     from factory.attributes.lock import lock_path
     from factory.attributes.stage import resolve_lock
     from factory.generation.llm.client import EndpointProvider
 
-    s = _load(spec)
     with _store(db) as store, EndpointProvider() as endpoints:
         try:
             locked, elicited = resolve_lock(s, store, endpoints, refresh)
@@ -160,12 +164,12 @@ def run(spec: SpecArg, db: DbOpt = None, refresh: RefreshOpt = False,
         progress: Annotated[bool, typer.Option(help="show a progress bar")] = True) -> None:
     """Build the spec's dataset: every asset of its partition, in-process (resumable: a rerun sends only what
     is missing). The same code as the Dagster UI and schedules."""
-    from factory.defs.local import check_names, materialization_metadata, materialize_spec
-
     parsed = _load(spec)  # the run's one parse, handed to the spec asset
     if db is None:
         db = default_db_path()
     _store(db).close()  # fail early and clearly on a store from a newer version
+    from factory.defs.local import check_names, materialization_metadata, materialize_spec
+
     try:
         result = materialize_spec(spec, db, spec=parsed, show_progress=progress, refresh=refresh)
     except Exception as exc:  # noqa: BLE001 - a stage's own error, unwrapped from Dagster's
@@ -226,7 +230,7 @@ def export(spec: SpecArg, db: DbOpt = None,
            out: Annotated[Optional[Path], typer.Option("--out", "-o", help="output file")] = None) -> None:
     """Write the spec's samples (text, label and provenance) to JSONL or Parquet."""
     if format not in ("jsonl", "parquet"):
-        err.print(f"[red]error[/red] --format must be jsonl or parquet, not {format!r}")
+        err.print(f"[red]error[/red] --format must be jsonl or parquet, not {escape(repr(format))}")
         raise typer.Exit(2)
     s = _load(spec)
     with _store(db, read_only=True) as store:
@@ -302,7 +306,7 @@ def serve(port: Annotated[int, typer.Option(help="port on 127.0.0.1")] = 8104,
             while server.process.poll() is None:
                 time.sleep(0.5)
     except ServerError as exc:
-        err.print(f"[red]error[/red] {exc}")
+        err.print(f"[red]error[/red] {escape(str(exc))}")
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
         pass

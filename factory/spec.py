@@ -13,7 +13,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Iterator, Literal, TypeVar
 
 import yaml
 from pydantic import (
@@ -208,6 +208,7 @@ class BudgetSpec(StrictModel):
     """How much to generate, and hard caps that stop a run cleanly."""
 
     samples_per_class: int = Field(default=100, gt=0)
+    max_samples: int = Field(default=10_000_000, gt=0)
     max_requests: int | None = Field(default=None, gt=0)
     max_tokens: int | None = Field(default=None, gt=0)
     max_usd: float | None = Field(default=None, gt=0)
@@ -311,6 +312,12 @@ class Spec(StrictModel):
                     raise _field_error(f"similar_classes.given.{cls_name}", f"unknown classes {unknown}")
         if self.generation.method == "fewshot" and self.evaluation.train_set is None:
             raise _field_error("generation.method", "fewshot needs evaluation.train_set (the real examples to show)")
+        total = self.budget.samples_per_class * len(self.classes)
+        if total > self.budget.max_samples:
+            raise _field_error(
+                "budget.samples_per_class",
+                f"{self.budget.samples_per_class:,} per class x {len(self.classes)} classes = {total:,} samples, over "
+                f"budget.max_samples ({self.budget.max_samples:,}); raise budget.max_samples explicitly if you mean it")
         return self
 
     @property
@@ -324,7 +331,9 @@ class Spec(StrictModel):
     @property
     def hash(self) -> str:
         """A stable content hash: the same meaning gives the same hash, whatever the YAML formatting."""
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        # max_samples is a guard that changes nothing generated; leaving it out keeps older specs' hashes
+        dumped = self.model_dump(mode="json", exclude={"budget": {"max_samples"}})
+        canonical = json.dumps(dumped, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
     def resolve_path(self, raw: str) -> Path:
@@ -348,6 +357,11 @@ def _check_class_keys(mapping: dict[str, Any], names: list[str], where: str, nee
         raise _field_error(where, f"missing classes {missing}")
     if unknown:
         raise _field_error(where, f"unknown classes {unknown} (classes are {names})")
+
+
+def unset_env_vars(raw: str) -> list[str]:
+    """The variables ``raw`` names as ``${VAR}`` (no default) that are unset or empty."""
+    return [m.group(1) for m in ENV_REF.finditer(raw) if m.group(2) is None and not os.environ.get(m.group(1))]
 
 
 def expand_env(raw: str) -> str:
@@ -447,6 +461,9 @@ def _message(err: dict[str, Any]) -> str:
         return f"must be <= {ctx['le']}"
     if kind == "missing":
         return "required field is missing"
+    if kind == "string_pattern_mismatch" and err.get("loc") == ("name",):
+        return (f"'{err.get('input')}' must be a lower-case slug (letters, digits, '_', '.', '-', starting with a "
+                "letter or digit), e.g. 'agnews'")
     if kind == "too_short" and err.get("loc") == ("classes",):
         return f"needs at least {ctx.get('min_length', 2)} classes"
     if kind == "literal_error":
@@ -477,6 +494,11 @@ def _issues_from(exc: ValidationError, data: Any, lines: dict[Loc, int], file: s
 
 def parse_yaml_model(text: str, model: type[M], file: str = "<yaml>") -> M:
     """Validate YAML text against a pydantic model; raise :class:`SpecError` naming file, line and field."""
+    return _validate_yaml(text, model, file)[0]
+
+
+def _validate_yaml(text: str, model: type[M], file: str) -> tuple[M, dict[Loc, int]]:
+    """The validated model and the line of every key and item."""
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
@@ -491,21 +513,73 @@ def parse_yaml_model(text: str, model: type[M], file: str = "<yaml>") -> M:
     lines: dict[Loc, int] = {}
     _line_map(root, (), lines, file)
     try:
-        return model.model_validate(data)
+        return model.model_validate(data), lines
     except ValidationError as exc:
         raise SpecError(_issues_from(exc, data, lines, file)) from None
 
 
+def _path_fields(spec: Spec) -> Iterator[tuple[Loc, str, bool]]:
+    """Every path the spec names: (where, the raw value, whether the file must exist at load time)."""
+    for dim, attr in spec.attributes.items():
+        if attr.values_file is not None:
+            yield ("attributes", dim, "values_file"), attr.values_file, True
+    if spec.generation.template is not None:
+        yield ("generation", "template"), spec.generation.template, True
+    for name in ("test_set", "train_set"):
+        ref: DatasetRef | None = getattr(spec.evaluation, name)
+        if ref is not None:  # may live elsewhere (another machine, a mounted volume): not required here
+            yield ("evaluation", name, "path"), ref.path, False
+
+
+def _missing_values_file(spec: Spec, path: Path) -> str | None:
+    """Why a ``values_file`` cannot be read in a layout :func:`factory.attributes.values.load_values_file` takes."""
+    if path.is_dir():
+        missing = [n for n in spec.class_names if not ((path / f"{n}.txt").is_file() or (path / f"{n}.jsonl").is_file())]
+        return f"no {missing[0]}.txt or {missing[0]}.jsonl in {path}" if missing else None
+    return None if path.is_file() else f"{path} does not exist"
+
+
+def _path_issues(spec: Spec, lines: dict[Loc, int], file: str) -> list[SpecIssue]:
+    """Unset ``${VAR}`` in any path, and values files and templates that are not there."""
+    issues: list[SpecIssue] = []
+    for loc, raw, must_exist in _path_fields(spec):
+        known = next((loc[:i] for i in range(len(loc), 0, -1) if loc[:i] in lines), loc)  # test_set: x -> no .path
+        line, field = lines.get(known), _dotted(known)
+        unset = unset_env_vars(raw)
+        if unset:
+            issues += [SpecIssue(file, line, field, f"environment variable {name} is not set") for name in unset]
+            continue
+        if not must_exist:
+            continue
+        path = spec.resolve_path(raw)
+        problem = _missing_values_file(spec, path) if loc[-1] == "values_file" else (
+            None if path.is_file() else f"{path} does not exist")
+        if problem:
+            issues.append(SpecIssue(file, line, field, problem))
+    return issues
+
+
 def parse_spec(text: str, file: str = "<spec>", source: Path | None = None) -> Spec:
-    """Validate a spec from YAML text; raise :class:`SpecError` naming file, line and field."""
-    spec = parse_yaml_model(text, Spec, file)
+    """Validate a spec from YAML text; raise :class:`SpecError` naming file, line and field.
+
+    With ``source`` (the spec file), its paths are checked too: no unset ``${VAR}``, and values files and
+    templates (relative to the spec file) exist."""
+    spec, lines = _validate_yaml(text, Spec, file)
     spec._source = source
+    if source is not None:
+        issues = _path_issues(spec, lines, file)
+        if issues:
+            raise SpecError(issues)
     return spec
 
 
 def load_spec(path: str | Path) -> Spec:
-    """Read and validate a spec file."""
+    """Read and validate a spec file, and the files it names."""
     path = Path(path)
     if not path.is_file():
         raise SpecError([SpecIssue(str(path), None, "", "no such spec file")])
-    return parse_spec(path.read_text(encoding="utf-8"), file=str(path), source=path.resolve())
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError([SpecIssue(str(path), None, "", f"cannot read the spec file: {exc}")]) from None
+    return parse_spec(text, file=str(path), source=path.resolve())

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from factory.cli import app
-from factory.spec import Spec, SpecError, load_spec, parse_spec
+from factory.spec import ENV_REF, Spec, SpecError, load_spec, parse_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -63,8 +63,10 @@ def test_valid_spec_round_trips(tmp_path: Path) -> None:
     assert parse_spec(VALID.replace("temperature: 0.7", "temperature: 0.8")).hash != spec.hash
 
 
-def test_shipped_specs_validate() -> None:
+def test_shipped_specs_validate(monkeypatch: pytest.MonkeyPatch) -> None:
     for path in sorted((ROOT / "specs").glob("*.yaml")):
+        for var in ENV_REF.findall(path.read_text()):  # e.g. ${AGNEWS_TEST_SET}: set where the test set lives
+            monkeypatch.setenv(var[0], "/elsewhere/test.jsonl")
         assert load_spec(path).name
 
 
@@ -91,12 +93,37 @@ MALFORMED = [
      "generation.temperature", 23, "duplicate key"),
     ("range reversed", VALID.replace("{min: 30, max: 90, step: 30}", "{min: 90, max: 30}"),
      "attributes.length.range", 16, "must be >= min"),
+    ("name not a slug", VALID.replace("name: news", "name: My News"), "name", 1,
+     "'My News' must be a lower-case slug (letters, digits, '_', '.', '-'"),
+    ("missing values_file", VALID.replace("values: [op-ed, report]", "values_file: styles.txt"),
+     "attributes.style.values_file", 14, "styles.txt does not exist"),
+    ("values_file dir missing a class", VALID.replace("values: [op-ed, report]", "values_file: by_class"),
+     "attributes.style.values_file", 14, "no sports.txt or sports.jsonl in"),
+    ("values_file unset variable", VALID.replace("values: [op-ed, report]", "values_file: ${NOPE_VAR}/s.txt"),
+     "attributes.style.values_file", 14, "environment variable NOPE_VAR is not set"),
+    ("missing template", VALID.replace("temperature: 0.7", "temperature: 0.7\n  template: nope.j2"),
+     "generation.template", 23, "nope.j2 does not exist"),
+    ("template unset variable", VALID.replace("temperature: 0.7", "temperature: 0.7\n  template: ${NOPE_VAR}"),
+     "generation.template", 23, "environment variable NOPE_VAR is not set"),
+    ("test_set unset variable", VALID + "evaluation:\n  test_set: ${NOPE_VAR}\n", "evaluation.test_set", 29,
+     "environment variable NOPE_VAR is not set"),
+    ("train_set unset variable", VALID + "evaluation:\n  train_set: {path: '${NOPE_VAR}/t.csv'}\n",
+     "evaluation.train_set.path", 29, "environment variable NOPE_VAR is not set"),
+    ("over max_samples", VALID.replace("samples_per_class: 4", "samples_per_class: 6000000"),
+     "budget.samples_per_class", 24, "raise budget.max_samples explicitly"),
+    ("over a lowered max_samples", VALID.replace("samples_per_class: 4", "samples_per_class: 4\n  max_samples: 7"),
+     "budget.samples_per_class", 24, "4 per class x 2 classes = 8 samples, over budget.max_samples (7)"),
+    ("max_samples not positive", VALID.replace("samples_per_class: 4", "samples_per_class: 4\n  max_samples: 0"),
+     "budget.max_samples", 25, "must be > 0"),
 ]
 
 
 @pytest.mark.parametrize("name,text,field,line,phrase", MALFORMED, ids=[m[0] for m in MALFORMED])
-def test_malformed_spec_names_field_and_line(tmp_path: Path, name: str, text: str, field: str, line: int,
-                                             phrase: str) -> None:
+def test_malformed_spec_names_field_and_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, text: str,
+                                             field: str, line: int, phrase: str) -> None:
+    monkeypatch.delenv("NOPE_VAR", raising=False)
+    (tmp_path / "by_class").mkdir()
+    (tmp_path / "by_class" / "world.txt").write_text("op-ed\n")  # no sports.txt
     path = write(tmp_path, text)
     with pytest.raises(SpecError) as info:
         load_spec(path)
@@ -138,7 +165,40 @@ def test_env_expansion_in_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     assert spec.resolve_path(spec.evaluation.test_set.path) == tmp_path / "data/test.jsonl"
     monkeypatch.setenv("MY_TEST", "/abs/test.csv")
     assert spec.resolve_path(spec.evaluation.test_set.path) == Path("/abs/test.csv")
-    monkeypatch.delenv("MY_TEST")
+    monkeypatch.setenv("NOT_SET_ANYWHERE", "/abs/t.jsonl")
     bare = load_spec(write(tmp_path, VALID + "evaluation:\n  test_set: ${NOT_SET_ANYWHERE}\n", "b.yaml"))
+    monkeypatch.delenv("NOT_SET_ANYWHERE")  # unset after loading: resolving the path still refuses
     with pytest.raises(SpecError, match="NOT_SET_ANYWHERE is not set"):
         bare.resolve_path(bare.evaluation.test_set.path)
+
+
+def test_paths_given_in_every_accepted_layout_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A values file, a per-class directory (.txt or .jsonl), a template and a test set that lives elsewhere."""
+    (tmp_path / "styles.txt").write_text("op-ed\nreport\n")
+    (tmp_path / "topics").mkdir()
+    (tmp_path / "topics" / "world.txt").write_text("elections\n")
+    (tmp_path / "topics" / "sports.jsonl").write_text('"tennis"\n')
+    (tmp_path / "user.j2").write_text("Write about {{ class_name }}.")
+    monkeypatch.setenv("TEMPLATE_DIR", str(tmp_path))
+    text = (VALID.replace("values: [op-ed, report]", "values_file: styles.txt")
+            .replace("values:\n      world: [elections, diplomacy]\n      sports: [football, tennis]\n",
+                     "values_file: topics\n")
+            .replace("temperature: 0.7", "temperature: 0.7\n  template: ${TEMPLATE_DIR}/user.j2")
+            + "evaluation:\n  test_set: /nowhere/test.jsonl\n")
+    spec = load_spec(write(tmp_path, text))
+    assert spec.attributes["subtopic"].values_file == "topics"
+    assert spec.resolve_path(spec.generation.template or "") == tmp_path / "user.j2"
+
+
+def test_max_samples_leaves_the_hash_alone(tmp_path: Path) -> None:
+    """The guard changes nothing generated, so raising it keeps the stored data's hash."""
+    spec = load_spec(write(tmp_path, VALID))
+    assert spec.budget.max_samples == 10_000_000
+    raised = parse_spec(VALID.replace("samples_per_class: 4", "samples_per_class: 4\n  max_samples: 99"))
+    assert raised.budget.max_samples == 99 and raised.hash == spec.hash
+
+
+def test_parse_without_a_source_checks_no_paths() -> None:
+    """A spec handed over as text (e.g. to a training pod) is not checked against this machine's files."""
+    text = VALID.replace("values: [op-ed, report]", "values_file: styles.txt") + "evaluation:\n  test_set: ${NOPE_VAR}\n"
+    assert parse_spec(text).attributes["style"].values_file == "styles.txt"

@@ -312,14 +312,15 @@ def test_end_to_end_real_model_train_and_evaluate(llm_server, shared_data: Path,
 # ---- (4) the job as a standalone subprocess ----------------------------------------------------------
 
 
-def test_job_standalone_subprocess_from_exported_parquet(tmp_path: Path, db: Path) -> None:
+def test_job_standalone_subprocess_from_exported_parquet(tmp_path: Path, db: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    test_path = bank_test_set(tmp_path / "bank_test.jsonl")
+    monkeypatch.setenv("BANK_TEST_SET", str(test_path))  # an unset ${VAR} in a path is an error at load
     spec_path = write_spec(tmp_path, test_set="${BANK_TEST_SET}")
     fake_generated_store(db, spec_path, per_class=8)
     with Store(db, read_only=True) as store:
         assert store.export_samples(load_spec(spec_path).hash, tmp_path / "x.parquet", "parquet") == 24
-    test_path = bank_test_set(tmp_path / "bank_test.jsonl")
     env = {k: v for k, v in os.environ.items() if not k.startswith("DAGSTER_PIPES")}
-    env["BANK_TEST_SET"] = str(test_path)
     proc = subprocess.run(
         [sys.executable, "-m", "factory.training.job", "--samples", str(tmp_path / "x.parquet"), "--spec",
          str(spec_path), "--fractions", "0.5,1.0", "--out", str(tmp_path / "r.json"), "--chart",
