@@ -215,6 +215,11 @@ LIST_CASES: list[tuple[str, str, list[str]]] = [
         ["Football", "Basketball"],
     ),
     (
+        "json_array_of_objects_truncated",
+        '[{"name": "Football"}, {"name": "Basketball"}, {"name": "Ten',
+        ["Football", "Basketball"],
+    ),
+    (
         "citation_brackets_are_not_json",
         "Here are the topics [1]:\n- Football\n- Golf",
         ["Football", "Golf"],

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import ast
 import json
+
+import json_repair
 import re
 import warnings
 from collections.abc import Iterator
@@ -273,18 +275,13 @@ def _items_from_json(obj: Any, depth: int = 0) -> list[str] | None:
 
 
 def _truncated_json_items(segment: str) -> list[str] | None:
-    """Complete string literals of a JSON array cut short (``["a", "b", "c``)."""
+    """Complete values of a JSON array or object cut short (``["a", "b", "c`` -> ``a, b``)."""
     start = segment.find("[")
     if start < 0:
         return None
-    strings = re.findall(r'"((?:[^"\\\n]|\\.)*)"\s*(?=[,\]]|$)', segment[start:])
-    items: list[str] = []
-    for s in strings:
-        try:
-            items.append(json.loads(f'"{s}"'))
-        except ValueError:
-            items.append(s)
-    return items or None
+    items = _items_from_json(json_repair.loads(segment[start:], skip_json_loads=True)) or []
+    cut = segment.rstrip()[-1:] not in "\"]},"  # the last string lost its closing quote: drop it
+    return (items[:-1] if cut else items) or None
 
 
 def _structured_values(text: str, openers: str) -> Iterator[Any]:
