@@ -60,7 +60,7 @@ import openai  # noqa: E402
 
 from factory.generation.llm.budget import Budget  # noqa: E402
 from factory.generation.llm.engine import Engine, LLMRequest, RequestWriter  # noqa: E402
-from factory.store import Store  # noqa: E402
+from factory.store import PromptRecord, RequestRecord, Store  # noqa: E402
 from fault_server import spawn  # noqa: E402
 
 TOPICS = ["local elections", "a football final", "a new smartphone", "interest rates", "a heatwave",
@@ -150,7 +150,7 @@ async def raw_batches(base_url: str, requests: list[LLMRequest], batch: int) -> 
 class NullWriter:
     """Stands in for RequestWriter to show the engine's cost without the DuckDB writes (rows dropped)."""
 
-    def put(self, kind: str, row: tuple[Any, ...]) -> None:
+    def put(self, record: Any) -> None:
         pass
 
 
@@ -481,10 +481,14 @@ def writer_ceiling(requests: list[LLMRequest], tmp: Path, batch: int) -> float:
         t0 = time.perf_counter()
         for start in range(0, len(requests), batch):
             chunk = requests[start:start + batch]
-            prompts = [(r.prompt_hash, r.purpose, json.dumps(r.messages)) for r in chunk]
-            rows = [(r.key, r.model, json.dumps(r.params, sort_keys=True), r.prompt_hash, r.purpose,
-                     json.dumps(["alpha bravo charlie"]), json.dumps(["stop"]), 12, 4, 0.0, 0.001, 1) for r in chunk]
-            store.save_completions(prompts, rows, [], cursor)
+            prompts = [PromptRecord(prompt_hash=r.prompt_hash, method=r.purpose, messages=json.dumps(r.messages))
+                       for r in chunk]
+            rows = [RequestRecord(request_key=r.key, model=r.model, params=json.dumps(r.params, sort_keys=True),
+                                  prompt_hash=r.prompt_hash, purpose=r.purpose,
+                                  choices=json.dumps(["alpha bravo charlie"]), finish_reasons=json.dumps(["stop"]),
+                                  prompt_tokens=12, completion_tokens=4, cost_usd=0.0, latency_s=0.001, attempts=1)
+                    for r in chunk]
+            store.save_completions([*prompts, *rows], cursor)
         wall = time.perf_counter() - t0
     finally:
         cursor.close()

@@ -23,6 +23,7 @@ import json
 import sys
 import tempfile
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +34,7 @@ from factory.quality.embeddings import DIM, Embedder, embed_texts  # noqa: E402
 from factory.quality.filters import run_filters  # noqa: E402
 from factory.quality.metrics import diversity_report  # noqa: E402
 from factory.spec import parse_spec  # noqa: E402
-from factory.store import Store  # noqa: E402
+from factory.store import PromptRecord, RequestRecord, SampleRecord, Store  # noqa: E402
 
 
 class RandomEmbedder(Embedder):
@@ -101,11 +102,18 @@ def main() -> None:
             for i, text in enumerate(texts):
                 cls = classes[i % len(classes)]
                 key = f"k{i}"
-                requests.append((key, "m", "{}", "p", "generate", json.dumps([text]), "[]", 10, 5, 0.0, 0.1, 1))
-                samples.append((f"s{i}", spec.hash, run_id, cls, text, json.dumps({"style": f"v{i % 7}"}), 0,
-                                i // len(classes), 0, "attrprompt", "p", key, "m", "{}", 10, 5, 0.0, False,
-                                "2026-01-01T00:00:00Z"))
-            timed("insert samples", lambda: store.save_completions([("p", "generate", "[]")], requests, samples))
+                requests.append(RequestRecord(request_key=key, model="m", params="{}", prompt_hash="p",
+                                              purpose="generate", choices=json.dumps([text]), finish_reasons="[]",
+                                              prompt_tokens=10, completion_tokens=5, cost_usd=0.0, latency_s=0.1,
+                                              attempts=1))
+                samples.append(SampleRecord(
+                    sample_id=f"s{i}", spec_hash=spec.hash, run_id=run_id, class_=cls, text=text,
+                    attributes=json.dumps({"style": f"v{i % 7}"}), seed=0, sample_index=i // len(classes),
+                    choice_index=0, method="attrprompt", prompt_hash="p", request_key=key, model="m", params="{}",
+                    prompt_tokens=10, completion_tokens=5, cost_usd=0.0, is_refusal=False,
+                    generated_at=datetime(2026, 1, 1, tzinfo=timezone.utc)))
+            prompt = PromptRecord(prompt_hash="p", method="generate", messages="[]")
+            timed("insert samples", lambda: store.save_completions([prompt, *requests, *samples]))
             embedder = RandomEmbedder(base)
             timed("embed (encode + cache write)", lambda: embed_texts(store, texts, embedder))
             timed("embed again (cache read only)", lambda: embed_texts(store, texts, embedder))

@@ -13,10 +13,11 @@ import os
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from operator import attrgetter
+from typing import Any, ClassVar
 
 import duckdb
 
@@ -87,12 +88,80 @@ CREATE TABLE IF NOT EXISTS asset_values (
 """
 
 
-def _arrow_rows(rows: list[tuple[Any, ...]], created: datetime) -> Any:
-    """Row tuples (plus a trailing ``created_at``) as a pyarrow table with positional column names."""
+class _Record:
+    """A row of ``TABLE``: each field is a column of that name (a trailing ``_`` dropped: ``class_``)."""
+
+    __slots__ = ()
+    TABLE: ClassVar[str]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PromptRecord(_Record):
+    """A row of ``prompts``: a rendered prompt, stored once by hash."""
+
+    TABLE: ClassVar[str] = "prompts"
+    prompt_hash: str
+    method: str
+    messages: str  # JSON
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RequestRecord(_Record):
+    """A row of ``llm_requests``: one completed LLM request (the cache)."""
+
+    TABLE: ClassVar[str] = "llm_requests"
+    request_key: str
+    model: str
+    params: str  # JSON
+    prompt_hash: str
+    purpose: str
+    choices: str  # JSON
+    finish_reasons: str | None = None  # JSON
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+    latency_s: float | None = None
+    attempts: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SampleRecord(_Record):
+    """A row of ``samples``: one generated text with its full provenance."""
+
+    TABLE: ClassVar[str] = "samples"
+    sample_id: str
+    spec_hash: str
+    run_id: str
+    class_: str
+    text: str
+    attributes: str  # JSON
+    seed: int
+    sample_index: int
+    choice_index: int
+    method: str
+    prompt_hash: str
+    request_key: str
+    model: str
+    params: str  # JSON
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+    is_refusal: bool
+    generated_at: datetime
+
+
+Record = PromptRecord | RequestRecord | SampleRecord
+
+
+def _arrow_records(records: Sequence[Any], created: datetime) -> tuple[list[str], Any]:
+    """Records of one type (plus ``created_at``) as ``(column names, pyarrow table)``, columns named as fields."""
     import pyarrow as pa
 
-    columns = list(zip(*[(*row, created) for row in rows]))
-    return pa.table([pa.array(col) for col in columns], names=[f"c{i}" for i in range(len(columns))])
+    names = [f.name for f in fields(records[0])]
+    values = zip(*map(attrgetter(*names), records))  # every record type has several fields
+    columns = [n.rstrip("_") for n in names] + ["created_at"]
+    arrays = [pa.array(v) for v in values] + [pa.array([created] * len(records))]
+    return columns, pa.table(arrays, names=columns)
 
 
 class StoreError(RuntimeError):
@@ -264,23 +333,21 @@ class Store:
         ).fetchall()
         return {r[0]: CachedRequest(r[0], json.loads(r[1]), r[2], r[3], r[4]) for r in rows}
 
-    def save_completions(
-        self,
-        prompts: Iterable[tuple[str, str, str]],
-        requests: Iterable[tuple[Any, ...]],
-        samples: Iterable[tuple[Any, ...]],
-        cursor: duckdb.DuckDBPyConnection | None = None,
-    ) -> None:
+    def save_completions(self, records: Iterable[Record], cursor: duckdb.DuckDBPyConnection | None = None) -> None:
         """Write prompts, completed requests and their samples in one transaction (idempotent: rows already
-        stored are ignored). Rows go in as Arrow columns: thousands of rows cost one statement per table."""
+        stored are ignored). Each record type goes in as one Arrow table, inserted by column name: thousands
+        of rows cost one statement per table."""
         con = cursor or self.con
         created = now()
-        batches = [("prompts", list(prompts)), ("llm_requests", list(requests)), ("samples", list(samples))]
+        by_type: dict[type[_Record], list[Any]] = {}
+        for record in records:
+            by_type.setdefault(type(record), []).append(record)
         con.execute("BEGIN TRANSACTION")
         try:
-            for table, rows in batches:
-                if rows:
-                    self._insert_arrow(con, table, "*", _arrow_rows(rows, created), or_ignore=True)
+            for kind, rows in by_type.items():
+                columns, data = _arrow_records(rows, created)
+                names = [f'"{c}"' for c in columns]
+                self._insert_arrow(con, kind.TABLE, ", ".join(names), data, or_ignore=True, into=names)
         except BaseException:
             con.execute("ROLLBACK")
             raise
@@ -322,12 +389,13 @@ class Store:
         return self.con.execute(f"SELECT count(*) FROM ({query})", params).fetchone()[0]
 
     def _insert_arrow(self, con: duckdb.DuckDBPyConnection, table: str, columns: str, data: Any,
-                      or_ignore: bool = False) -> None:
-        """``INSERT INTO table SELECT columns FROM data`` for a pyarrow table (fast for many rows)."""
+                      or_ignore: bool = False, into: Sequence[str] | None = None) -> None:
+        """``INSERT INTO table [(into)] SELECT columns FROM data`` for a pyarrow table (fast for many rows)."""
         name = f"_arrow_{uuid.uuid4().hex[:8]}"
+        target = f"{table} ({', '.join(into)})" if into else table
         con.register(name, data)
         try:
-            con.execute(f"INSERT {'OR IGNORE ' if or_ignore else ''}INTO {table} SELECT {columns} FROM {name}")
+            con.execute(f"INSERT {'OR IGNORE ' if or_ignore else ''}INTO {target} SELECT {columns} FROM {name}")
         finally:
             try:
                 con.unregister(name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from factory.attributes.listparse import MAX_ITEM_WORDS, match_names, parse_list, parse_yes_no
+from factory.labels import NameMatcher, name_key
 
 # ---------------------------------------------------------------------------------------------
 # parse_list
@@ -214,6 +215,11 @@ LIST_CASES: list[tuple[str, str, list[str]]] = [
         ["Football", "Basketball"],
     ),
     (
+        "json_array_of_objects_truncated",
+        '[{"name": "Football"}, {"name": "Basketball"}, {"name": "Ten',
+        ["Football", "Basketball"],
+    ),
+    (
         "citation_brackets_are_not_json",
         "Here are the topics [1]:\n- Football\n- Golf",
         ["Football", "Golf"],
@@ -388,6 +394,28 @@ def test_parse_list_realistic_smollm_reply() -> None:
         "Fan culture",
     ]
     assert parse_list(text, limit=4) == ["Transfer Market", "Injuries", "Match Reports", "Coaching Changes"]
+
+
+# ---------------------------------------------------------------------------------------------
+# NameMatcher (shared by match_names, LabelMapper and parse_label_answer)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_name_key_ignores_case_spacing_and_punctuation() -> None:
+    assert {name_key(n) for n in ["Sci/Tech", "sci_tech", " SCI-TECH ", "sci tech", "SciTech."]} == {"scitech"}
+    assert name_key("R&D") == name_key("r and d") and name_key("  ") == ""
+
+
+def test_name_matcher_exact_fuzzy_and_mentioned() -> None:
+    m = NameMatcher(["World", "Sports", "Business", "Sci/Tech"])
+    assert [m.exact(x) for x in ["Sports", " sci_tech ", "Sport", "World News", ""]] == [
+        "Sports", "Sci/Tech", None, None, None]
+    assert [m.fuzzy(x) for x in ["Sport", "Bussiness", "World News", "Science and Technology", "Cooking", "!"]] == [
+        "Sports", "Business", "World", "Sci/Tech", None, None]
+    assert m.mentioned("It is about sci-tech, not business.") == "Sci/Tech"
+    assert m.mentioned("Worldwide sportswear") is None
+    assert NameMatcher(["a_b", "ab"]).exact("ab") == "ab"  # an exact spelling wins over a normalised one
+    assert NameMatcher(["x", "world"]).mentioned("world x") == "world"  # the earliest mention wins
 
 
 # ---------------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import textwrap
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +26,10 @@ from factory.quality.filters import (
 from factory.quality.report import write_report
 from factory.quality.stage import run_quality
 from factory.spec import Spec, parse_spec
-from factory.store import Store
+from factory.store import PromptRecord, RequestRecord, SampleRecord, Store
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+GENERATED_AT = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
 
 def make_spec(name: str = "q", classes: str = "[business, sports]", filters: str = "", extra: str = "") -> Spec:
@@ -51,12 +53,17 @@ def insert(store: Store, spec: Spec, rows: list[dict[str, Any]]) -> list[str]:
         per_class[cls] = index + 1
         key = f"{spec.name}-k{i}"
         sid = f"{spec.name}-{cls}-{index}"
-        requests.append((key, "m", "{}", "p1", "generate", json.dumps([row["text"]]), "[]", 10, 5, 0.001, 0.1, 1))
-        samples.append((sid, spec.hash, run_id, cls, row["text"], json.dumps(row.get("attributes", {})), 7, index,
-                        0, spec.generation.method, "p1", key, "m", "{}", 10, 5, 0.001, bool(row.get("refusal")),
-                        "2026-01-01T00:00:00Z"))
+        requests.append(RequestRecord(request_key=key, model="m", params="{}", prompt_hash="p1", purpose="generate",
+                                      choices=json.dumps([row["text"]]), finish_reasons="[]", prompt_tokens=10,
+                                      completion_tokens=5, cost_usd=0.001, latency_s=0.1, attempts=1))
+        samples.append(SampleRecord(
+            sample_id=sid, spec_hash=spec.hash, run_id=run_id, class_=cls, text=row["text"],
+            attributes=json.dumps(row.get("attributes", {})), seed=7, sample_index=index, choice_index=0,
+            method=spec.generation.method, prompt_hash="p1", request_key=key, model="m", params="{}",
+            prompt_tokens=10, completion_tokens=5, cost_usd=0.001, is_refusal=bool(row.get("refusal")),
+            generated_at=GENERATED_AT))
         ids.append(sid)
-    store.save_completions([("p1", "generate", "[]")], requests, samples)
+    store.save_completions([PromptRecord(prompt_hash="p1", method="generate", messages="[]"), *requests, *samples])
     store.finish_run(run_id, "done")
     return ids
 

@@ -6,15 +6,26 @@ import json
 import subprocess
 import sys
 import textwrap
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any, ClassVar
 
 import duckdb
 import pytest
 
 from factory.spec import parse_spec
-from factory.store import SCHEMA_VERSION, Store, StoreError
+from factory.store import SCHEMA_VERSION, PromptRecord, RequestRecord, SampleRecord, Store, StoreError
 
 SPEC = parse_spec("name: tiny\ndomain: note\nclasses: [a, b]\n")
+
+
+def _sample(run_id: str, sample_id: str = "s1", text: str = "hello world") -> SampleRecord:
+    return SampleRecord(sample_id=sample_id, spec_hash=SPEC.hash, run_id=run_id, class_="a", text=text,
+                        attributes="{}", seed=7, sample_index=0, choice_index=0, method="simprompt",
+                        prompt_hash="p1", request_key="k1", model="m", params="{}", prompt_tokens=10,
+                        completion_tokens=3, cost_usd=0.5, is_refusal=False,
+                        generated_at=datetime(2026, 1, 1, tzinfo=timezone.utc))
 
 
 def test_newer_schema_fails_clearly(db: Path) -> None:
@@ -60,11 +71,13 @@ def test_completions_are_idempotent_and_export(db: Path, tmp_path: Path) -> None
     with Store(db) as store:
         store.record_spec(SPEC, "yaml")
         run_id = store.start_run(SPEC)
-        request = ("k1", "m", "{}", "p1", "generate", json.dumps(["hello world"]), "[]", 10, 3, 0.5, 0.1, 1)
-        sample = ("s1", SPEC.hash, run_id, "a", "hello world", "{}", 7, 0, 0, "simprompt", "p1", "k1", "m", "{}",
-                  10, 3, 0.5, False, "2026-01-01T00:00:00Z")
+        records = [PromptRecord(prompt_hash="p1", method="generate", messages="[]"),
+                   RequestRecord(request_key="k1", model="m", params="{}", prompt_hash="p1", purpose="generate",
+                                 choices=json.dumps(["hello world"]), finish_reasons="[]", prompt_tokens=10,
+                                 completion_tokens=3, cost_usd=0.5, latency_s=0.1, attempts=1),
+                   _sample(run_id)]
         for _ in range(2):
-            store.save_completions([("p1", "generate", "[]")], [request], [sample])
+            store.save_completions(records)
         assert store.table_counts()["samples"] == 1
         assert store.cached_requests(["k1", "nope"])["k1"].choices == ["hello world"]
         assert store.spend_for_spec(SPEC.hash) == {"requests": 1, "tokens": 13, "usd": 0.5}
@@ -78,3 +91,28 @@ def test_completions_are_idempotent_and_export(db: Path, tmp_path: Path) -> None
         pq = tmp_path / "tiny.parquet"
         store.export_samples(SPEC.hash, pq, "parquet")
         assert duckdb.sql(f"SELECT count(*) FROM '{pq}'").fetchall()[0][0] == 1
+
+
+@dataclass(frozen=True, kw_only=True)
+class _ShuffledPrompt:
+    """A prompts row whose fields come in another order than the table's columns."""
+
+    TABLE: ClassVar[str] = "prompts"
+    messages: str
+    method: str
+    prompt_hash: str
+
+
+def test_records_are_inserted_by_column_name(db: Path) -> None:
+    with Store(db) as store:
+        run_id = store.start_run(SPEC)
+        shuffled: Any = _ShuffledPrompt(messages='["m"]', method="generate", prompt_hash="p1")
+        store.save_completions([shuffled, _sample(run_id, "s1"), _sample(run_id, "s2", "second")])
+        assert store.con.execute("SELECT prompt_hash, method, messages FROM prompts").fetchall() == [
+            ("p1", "generate", '["m"]')]
+        got = store.con.execute("SELECT sample_id, class, text, seed, is_refusal FROM samples ORDER BY 1").fetchall()
+        assert got == [("s1", "a", "hello world", 7, False), ("s2", "a", "second", 7, False)]
+        # Idempotent: the same rows again change nothing, a new one is added.
+        store.save_completions([_sample(run_id, "s1", "changed"), _sample(run_id, "s3")])
+        assert [r[0] for r in store.con.execute("SELECT text FROM samples ORDER BY sample_id").fetchall()] == [
+            "hello world", "second", "hello world"]

@@ -32,7 +32,7 @@ from factory.training.evaluate import (
 )
 from factory.training.job import JobOptions, main, pipes_extras, run_job, run_train_job_local, train_job_command
 from factory.spec import load_spec
-from factory.store import Store
+from factory.store import PromptRecord, RequestRecord, SampleRecord, Store
 from factory.training.trainers import Embedder, TrainConfig, minilm_path, resolve_base_model, train_finetune, train_linear_probe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -111,13 +111,18 @@ def fake_generated_store(db: Path, spec_path: Path, per_class: int = 10, refusal
             for c in CLASSES:
                 key = f"req-{n:04d}"
                 text = "I'm sorry, I cannot write that." if n < refusals else texts[c][i]
-                requests.append((key, "smollm2", "{}", "ph", "generation", json.dumps([text]), None, 10, 20, 0.001,
-                                 0.1, 1))
-                samples.append((f"s-{n:04d}", spec.hash, run_id, c, text, "{}", n, i, 0, spec.generation.method, "ph",
-                                key, "smollm2", "{}", 10, 20, 0.001, n < refusals, t0 + timedelta(seconds=n)))
+                requests.append(RequestRecord(request_key=key, model="smollm2", params="{}", prompt_hash="ph",
+                                              purpose="generation", choices=json.dumps([text]), prompt_tokens=10,
+                                              completion_tokens=20, cost_usd=0.001, latency_s=0.1, attempts=1))
+                samples.append(SampleRecord(
+                    sample_id=f"s-{n:04d}", spec_hash=spec.hash, run_id=run_id, class_=c, text=text, attributes="{}",
+                    seed=n, sample_index=i, choice_index=0, method=spec.generation.method, prompt_hash="ph",
+                    request_key=key, model="smollm2", params="{}", prompt_tokens=10, completion_tokens=20,
+                    cost_usd=0.001, is_refusal=n < refusals, generated_at=t0 + timedelta(seconds=n)))
                 keys.append(key)
                 n += 1
-        store.save_completions([("ph", spec.generation.method, "[]")], requests, samples)
+        store.save_completions([PromptRecord(prompt_hash="ph", method=spec.generation.method, messages="[]"),
+                                *requests, *samples])
         store.finish_run(run_id, "done")
     return keys
 

@@ -5,7 +5,7 @@ similar to a class, and for relevance judgements. Its replies come as JSON (bare
 ```json fence), numbered or bulleted lists, comma-separated lines or one value per line, wrapped in
 preambles ("Sure! Here are 10 subtopics:") and followed by explanations ("These cover ...").
 
-Everything here is a pure function over strings; only the standard library is used.
+Everything here is a pure function over strings; class names are matched by :mod:`factory.labels`.
 
 * :func:`parse_list` turns a reply into a clean, de-duplicated list of short values.
 * :func:`match_names` maps free-text class names onto a list of valid class names.
@@ -15,12 +15,15 @@ Everything here is a pure function over strings; only the standard library is us
 from __future__ import annotations
 
 import ast
-import difflib
 import json
+
+import json_repair
 import re
 import warnings
 from collections.abc import Iterator
 from typing import Any
+
+from factory.labels import NameMatcher, name_key
 
 __all__ = [
     "MAX_ITEM_WORDS",
@@ -272,18 +275,13 @@ def _items_from_json(obj: Any, depth: int = 0) -> list[str] | None:
 
 
 def _truncated_json_items(segment: str) -> list[str] | None:
-    """Complete string literals of a JSON array cut short (``["a", "b", "c``)."""
+    """Complete values of a JSON array or object cut short (``["a", "b", "c`` -> ``a, b``)."""
     start = segment.find("[")
     if start < 0:
         return None
-    strings = re.findall(r'"((?:[^"\\\n]|\\.)*)"\s*(?=[,\]]|$)', segment[start:])
-    items: list[str] = []
-    for s in strings:
-        try:
-            items.append(json.loads(f'"{s}"'))
-        except ValueError:
-            items.append(s)
-    return items or None
+    items = _items_from_json(json_repair.loads(segment[start:], skip_json_loads=True)) or []
+    cut = segment.rstrip()[-1:] not in "\"]},"  # the last string lost its closing quote: drop it
+    return (items[:-1] if cut else items) or None
 
 
 def _structured_values(text: str, openers: str) -> Iterator[Any]:
@@ -495,71 +493,13 @@ def parse_list(text: str, limit: int | None = None) -> list[str]:
     return _finish(_text_items(text), limit)
 
 
-_STOPWORDS = {"and", "the", "of", "a", "an"}
-
-
-def _name_tokens(name: str) -> list[str]:
-    """Lower-case alphanumeric tokens of a name, list markers and quotes removed."""
-    text = _MARKERS_RE.sub("", str(name))
-    text = text.replace("&", " and ")
-    return re.findall(r"[^\W_]+", text.casefold())
-
-
-def _abbreviates(a: list[str], b: list[str]) -> bool:
-    """Same content words, each one a prefix of the other's (``Sci/Tech`` ~ ``Science and Technology``)."""
-    a = [t for t in a if t not in _STOPWORDS]
-    b = [t for t in b if t not in _STOPWORDS]
-    if not a or len(a) != len(b):
-        return False
-    for x, y in zip(a, b, strict=True):
-        short, long_ = (x, y) if len(x) <= len(y) else (y, x)
-        if len(short) < 3 or not long_.startswith(short):
-            return False
-    return True
-
-
-def _token_prefix(a: list[str], b: list[str]) -> bool:
-    """One token list starts the other: ``World`` ~ ``World News``."""
-    if not a or not b:
-        return False
-    short, long_ = (a, b) if len(a) <= len(b) else (b, a)
-    return long_[: len(short)] == short
-
-
-def _match_one(tokens: list[str], valid_tokens: list[list[str]]) -> int | None:
-    """Index of the valid name a candidate's tokens stand for, or ``None``."""
-    key = "".join(tokens)
-    # 1. Equal once case, spaces, underscores and punctuation are ignored.
-    for i, vt in enumerate(valid_tokens):
-        if vt and "".join(vt) == key:
-            return i
-    # 2. A close spelling (difflib ratio >= 0.8); the best one wins, the first on a tie.
-    joined = " ".join(tokens)
-    best, best_ratio = None, 0.0
-    for i, vt in enumerate(valid_tokens):
-        if not vt:
-            continue
-        ratio = difflib.SequenceMatcher(None, joined, " ".join(vt)).ratio()
-        if ratio >= 0.8 and ratio > best_ratio:
-            best, best_ratio = i, ratio
-    if best is not None:
-        return best
-    # 3. A token prefix or an abbreviation, only when it points at a single valid name.
-    hits = [i for i, vt in enumerate(valid_tokens) if _token_prefix(tokens, vt) or _abbreviates(tokens, vt)]
-    return hits[0] if len(hits) == 1 else None
-
-
 def match_names(candidates: list[str], valid: list[str]) -> tuple[list[str], list[str]]:
     """Map free-text class names returned by an LLM onto the valid class names.
 
-    Comparison ignores case, spaces, underscores and punctuation (``"sci_tech"``, ``"Sci/Tech"`` and
-    ``"sci tech"`` are one name). A candidate matches the valid name that is, in this order:
-
-    1. equal after that normalisation;
-    2. the closest spelling with a :class:`difflib.SequenceMatcher` ratio of at least 0.8;
-    3. the only valid name whose tokens start with the candidate's, or the other way round
-       (``"World"`` ~ ``"World News"``), or which the candidate abbreviates word by word
-       (``"Sci/Tech"`` ~ ``"Science and Technology"``, prefixes of 3 letters or more).
+    List markers are dropped, then :meth:`factory.labels.NameMatcher.fuzzy` decides: comparison ignores
+    case, spaces, underscores and punctuation (``"sci_tech"``, ``"Sci/Tech"`` and ``"sci tech"`` are one
+    name), then a close spelling, a token prefix (``"World"`` ~ ``"World News"``) or a word-by-word
+    abbreviation (``"Sci/Tech"`` ~ ``"Science and Technology"``) counts.
 
     Args:
         candidates: the names the model returned, in its order.
@@ -569,22 +509,21 @@ def match_names(candidates: list[str], valid: list[str]) -> tuple[list[str], lis
         ``(matched, unknown)``: the matched valid names (in the valid list's spelling, in candidate order,
         each once) and the candidates that match none (raw, each once; blank ones are skipped).
     """
-    valid_tokens = [_name_tokens(v) for v in valid]
+    matcher = NameMatcher(valid)
     matched: list[str] = []
     unknown: list[str] = []
     seen_unknown: set[str] = set()
     for cand in candidates:
-        tokens = _name_tokens(cand)
-        if not tokens:
+        text = _MARKERS_RE.sub("", str(cand))
+        if not (key := name_key(text)):
             continue
-        idx = _match_one(tokens, valid_tokens)
-        if idx is None:
-            key = "".join(tokens)
+        name = matcher.fuzzy(text)
+        if name is None:
             if key not in seen_unknown:
                 seen_unknown.add(key)
                 unknown.append(cand)
-        elif valid[idx] not in matched:
-            matched.append(valid[idx])
+        elif name not in matched:
+            matched.append(name)
     return matched, unknown
 
 

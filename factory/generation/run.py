@@ -20,7 +20,7 @@ from factory.generation.progress import EngineProgress
 from factory.generation.prompts import PromptRenderer
 from factory.quality.refusal import is_refusal
 from factory.spec import Spec
-from factory.store import Store
+from factory.store import SampleRecord, Store
 
 PREFETCH_CHUNK = 2000  # cache lookups per query while streaming the plan
 
@@ -57,12 +57,14 @@ class Generator:
         for choice, text in enumerate(done.choices):
             refusal = is_refusal(text)
             self.report.refusals += refusal
-            self.writer.put("sample", (
-                digest([self.spec.hash, request.key, choice])[:24], self.spec.hash, self.run_id, item.class_name,
-                text, json.dumps(item.attributes, sort_keys=True), item.seed, index + choice, choice,
-                self.spec.generation.method, request.prompt_hash, request.key, request.model,
-                json.dumps(request.params, sort_keys=True), done.prompt_tokens // n, done.completion_tokens // n,
-                done.cost_usd / n, refusal, when))
+            self.writer.put(SampleRecord(
+                sample_id=digest([self.spec.hash, request.key, choice])[:24], spec_hash=self.spec.hash,
+                run_id=self.run_id, class_=item.class_name, text=text,
+                attributes=json.dumps(item.attributes, sort_keys=True), seed=item.seed, sample_index=index + choice,
+                choice_index=choice, method=self.spec.generation.method, prompt_hash=request.prompt_hash,
+                request_key=request.key, model=request.model, params=json.dumps(request.params, sort_keys=True),
+                prompt_tokens=done.prompt_tokens // n, completion_tokens=done.completion_tokens // n,
+                cost_usd=done.cost_usd / n, is_refusal=refusal, generated_at=when))
         self.report.samples += n
         self.report.new_samples += 0 if done.cached else n
         self.on_sample(n)

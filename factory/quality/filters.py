@@ -34,7 +34,6 @@ one transaction.
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,6 +41,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from factory.labels import NameMatcher
 from factory.quality.refusal import is_refusal
 from factory.spec import Spec
 from factory.store import Store
@@ -244,21 +244,9 @@ LLM_LABEL_PROMPT = (
 LLM_LABEL_MAX_TOKENS = 16
 
 
-def _class_pattern(name: str) -> re.Pattern[str]:
-    variants = {name.lower(), name.lower().replace("_", " "), name.lower().replace("-", " ")}
-    alts = "|".join(sorted((re.escape(v) for v in variants), key=len, reverse=True))
-    return re.compile(rf"(?<![\w])(?:{alts})(?![\w])")
-
-
 def parse_label_answer(answer: str, classes: Sequence[str]) -> str | None:
-    """The class named first in ``answer`` (case-insensitive, ``_``/``-`` read as spaces); None if none."""
-    text = answer.lower()
-    best: tuple[int, str] | None = None
-    for name in classes:
-        m = _class_pattern(name).search(text)
-        if m and (best is None or m.start() < best[0]):
-            best = (m.start(), name)
-    return best[1] if best else None
+    """The class named first in ``answer`` (whole words; case, ``_``, ``-`` and punctuation ignored); None if none."""
+    return NameMatcher(classes).mentioned(answer)
 
 
 def label_request(spec: Spec, text: str, index: int) -> Any:
@@ -309,12 +297,13 @@ def llm_verdicts(spec: Spec, store: Store, samples: Sequence[dict[str, Any]],
         answers = asyncio.run(_ask_labels(spec, store, endpoint, samples))
     out: list[Verdict] = []
     unanswered = 0
+    matcher = NameMatcher(spec.class_names)
     for s, answer in zip(samples, answers):
         if answer is None:
             unanswered += 1
             out.append((True, "not judged: no answer (budget or endpoint)"))
             continue
-        predicted = parse_label_answer(answer, spec.class_names)
+        predicted = matcher.mentioned(answer)
         if predicted is None:
             out.append((True, f"answer names no class: {answer.strip()[:60]!r}"))
         elif predicted != s["class"]:

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from factory.datasets import read_rows
+from factory.labels import NameMatcher
 from factory.spec import Spec
 
 if TYPE_CHECKING:
@@ -54,22 +55,16 @@ class EvaluationError(ValueError):
 # ---- labels -----------------------------------------------------------------------------------------
 
 
-def _norm(name: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "_", name.strip().lower()).strip("_")
-
-
 class LabelMapper:
     """Maps raw labels to the spec's class names (exactly, else ignoring case and punctuation)."""
 
     def __init__(self, classes: Sequence[str], multilabel: bool = False):
         self.classes = list(classes)
         self.multilabel = multilabel
-        self._exact = {c: c for c in self.classes}
-        self._loose = {_norm(c): c for c in self.classes}
+        self._matcher = NameMatcher(self.classes)
 
     def one(self, raw: Any) -> str | None:
-        name = str(raw).strip()
-        return self._exact.get(name) or self._loose.get(_norm(name))
+        return self._matcher.exact(str(raw))
 
     def split(self, raw: Any) -> list[str]:
         """A multilabel value as a list of raw names: a list, a JSON list string, or ``;``-joined."""

@@ -326,7 +326,7 @@ def _seed_store(db: Path, spec_path: Path, data_dir: Path) -> int:
 
     import pyarrow.parquet as pq
 
-    from factory.store import Store
+    from factory.store import PromptRecord, RequestRecord, SampleRecord, Store
 
     spec = load_spec(spec_path)
     table = pq.read_table(data_dir / "exports" / "k8s-tier.parquet").to_pylist()
@@ -337,12 +337,16 @@ def _seed_store(db: Path, spec_path: Path, data_dir: Path) -> int:
         run_id = store.start_run(spec)
         for n, row in enumerate(table):
             key = f"req-{n:04d}"
-            requests.append((key, "smollm2", "{}", "ph", "generation", json.dumps([row["text"]]), None, 10, 20,
-                             0.001, 0.1, 1))
-            samples.append((f"s-{n:04d}", spec.hash, run_id, row["label"], row["text"], "{}", n, n, 0,
-                            spec.generation.method, "ph", key, "smollm2", "{}", 10, 20, 0.001, False,
-                            t0 + timedelta(seconds=n)))
-        store.save_completions([("ph", spec.generation.method, "[]")], requests, samples)
+            requests.append(RequestRecord(request_key=key, model="smollm2", params="{}", prompt_hash="ph",
+                                          purpose="generation", choices=json.dumps([row["text"]]), prompt_tokens=10,
+                                          completion_tokens=20, cost_usd=0.001, latency_s=0.1, attempts=1))
+            samples.append(SampleRecord(
+                sample_id=f"s-{n:04d}", spec_hash=spec.hash, run_id=run_id, class_=row["label"], text=row["text"],
+                attributes="{}", seed=n, sample_index=n, choice_index=0, method=spec.generation.method,
+                prompt_hash="ph", request_key=key, model="smollm2", params="{}", prompt_tokens=10,
+                completion_tokens=20, cost_usd=0.001, is_refusal=False, generated_at=t0 + timedelta(seconds=n)))
+        store.save_completions([PromptRecord(prompt_hash="ph", method=spec.generation.method, messages="[]"),
+                                *requests, *samples])
         store.finish_run(run_id, "done")
     return len(samples)
 

@@ -20,7 +20,7 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 
 from factory.generation.llm.budget import Budget, BudgetExhausted, cost_usd
 from factory.keys import digest
-from factory.store import CachedRequest, Store
+from factory.store import CachedRequest, PromptRecord, Record, RequestRecord, Store
 
 Message = dict[str, str]
 OVERLOAD = (openai.RateLimitError, openai.APITimeoutError)
@@ -164,12 +164,12 @@ class RequestWriter:
         self.store = store
         self.linger_s = linger_s
         self.cursor = store.con.cursor()
-        self.queue: asyncio.Queue[tuple[str, tuple[Any, ...]]] = asyncio.Queue()
+        self.queue: asyncio.Queue[Record] = asyncio.Queue()
         self.task: asyncio.Task[None] | None = None
         self.written = 0
 
-    def put(self, kind: str, row: tuple[Any, ...]) -> None:
-        self.queue.put_nowait((kind, row))
+    def put(self, record: Record) -> None:
+        self.queue.put_nowait(record)
 
     async def _loop(self) -> None:
         while True:
@@ -179,12 +179,8 @@ class RequestWriter:
                 batch.append(self.queue.get_nowait())
             await self._flush(batch)
 
-    async def _flush(self, batch: list[tuple[str, tuple[Any, ...]]]) -> None:
-        rows: dict[str, list[tuple[Any, ...]]] = {"prompt": [], "request": [], "sample": []}
-        for kind, row in batch:
-            rows[kind].append(row)
-        await asyncio.to_thread(self.store.save_completions, rows["prompt"], rows["request"], rows["sample"],
-                                self.cursor)
+    async def _flush(self, batch: list[Record]) -> None:
+        await asyncio.to_thread(self.store.save_completions, batch, self.cursor)
         self.written += len(batch)
         for _ in batch:
             self.queue.task_done()
@@ -290,11 +286,13 @@ class Engine:
         completion_tokens = _completion_tokens(usage, choices)
         usd = cost_usd(self.budget.price, prompt_tokens, completion_tokens)
         finish = [c.finish_reason for c in response.choices]
-        self.writer.put("prompt", (request.prompt_hash, request.purpose, json.dumps(request.messages)))
-        self.writer.put("request", (request.key, request.model, json.dumps(request.params, sort_keys=True),
-                                    request.prompt_hash, request.purpose, json.dumps(choices),
-                                    json.dumps(finish), prompt_tokens, completion_tokens, usd, latency,
-                                    attempts))
+        self.writer.put(PromptRecord(prompt_hash=request.prompt_hash, method=request.purpose,
+                                     messages=json.dumps(request.messages)))
+        self.writer.put(RequestRecord(
+            request_key=request.key, model=request.model, params=json.dumps(request.params, sort_keys=True),
+            prompt_hash=request.prompt_hash, purpose=request.purpose, choices=json.dumps(choices),
+            finish_reasons=json.dumps(finish), prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+            cost_usd=usd, latency_s=latency, attempts=attempts))
         return Completion(request.key, choices, prompt_tokens, completion_tokens, usd, False)
 
     @staticmethod
