@@ -33,7 +33,8 @@ from factory.training.evaluate import (
 from factory.training.job import JobOptions, main, pipes_extras, run_job, run_train_job_local, train_job_command
 from factory.spec import load_spec
 from factory.store import Store
-from factory.training.trainers import Embedder, TrainConfig, minilm_path, resolve_base_model, train_finetune, train_linear_probe
+from factory.quality.embeddings import model_path
+from factory.training.trainers import TrainConfig, probe_embedder, resolve_base_model, train_finetune, train_linear_probe
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ["world", "sports", "business"]
@@ -254,7 +255,7 @@ def test_linear_probe_on_real_agnews_beats_chance(shared_data: Path) -> None:
     classes = ["world", "sports", "business", "sci_tech"]
     train_x, train_y = _balanced(shared_data / "agnews" / "train.jsonl", 100, seed=0)
     test_x, test_y = _balanced(shared_data / "agnews" / "test.jsonl", 100, seed=1)
-    probe = train_linear_probe(train_x, train_y, classes, seed=0, embedder=Embedder(max_length=128))
+    probe = train_linear_probe(train_x, train_y, classes, seed=0, embedder=probe_embedder())
     m = compute_metrics(test_y, probe.predict(test_x), classes)
     assert m["n"] == 400 and sum(m["per_class"][c]["support"] for c in classes) == 400
     assert m["accuracy"] > 0.6, m  # chance is 0.25
@@ -262,8 +263,8 @@ def test_linear_probe_on_real_agnews_beats_chance(shared_data: Path) -> None:
 
 
 def test_base_model_resolution(tmp_path: Path) -> None:
-    assert resolve_base_model("all-MiniLM-L6-v2") == minilm_path()
-    assert resolve_base_model(str(minilm_path())) == minilm_path()
+    assert resolve_base_model("all-MiniLM-L6-v2") == model_path()
+    assert resolve_base_model(str(model_path())) == model_path()
     from factory.training.trainers import TrainerError
 
     with pytest.raises(TrainerError, match="nothing can be downloaded"):
