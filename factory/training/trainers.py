@@ -1,11 +1,12 @@
 """Classifiers trained on (generated or real) labelled text: a linear probe and a fine-tuned encoder.
 
-* ``linear_probe`` (the default, fast on CPU): MiniLM sentence embeddings (batched, L2-normalised) and a
+* ``linear_probe`` (the default, fast on CPU): MiniLM sentence embeddings (batched, L2-normalised, by the
+  quality stage's :class:`~factory.quality.embeddings.Embedder`, see :func:`probe_embedder`) and a
   scikit-learn ``LogisticRegression(max_iter=1000)`` seeded with ``training.seed``; one-vs-rest for
   multilabel specs.
 * ``finetune``: ``transformers.AutoModelForSequenceClassification`` from a local model directory, trained
   by a plain torch loop (no ``Trainer``: it needs ``accelerate``) with AdamW and a linear schedule; early
-  stopping on a held-out 10% slice of the training texts (patience one epoch on macro-F1), the best epoch's
+  stopping on a held-out, stratified 10% slice of the training texts (patience one epoch on macro-F1), the best epoch's
   weights kept; on the GPU when ``torch.cuda.is_available()``.
 
 ``training.base_model`` is a directory, or the name ``all-MiniLM-L6-v2`` which resolves to the offline
