@@ -34,7 +34,13 @@ from factory.training.job import JobOptions, main, pipes_extras, run_job, run_tr
 from factory.spec import load_spec
 from factory.store import Store
 from factory.quality.embeddings import model_path
-from factory.training.trainers import TrainConfig, probe_embedder, resolve_base_model, train_finetune, train_linear_probe
+from factory.training.trainers import (
+    TrainConfig,
+    probe_embedder,
+    resolve_base_model,
+    train_finetune,
+    train_linear_probe,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ["world", "sports", "business"]
