@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     from factory.training.evaluate import format_table, load_test_set, plot_f1_vs_budget, pool_from_store, run_evaluation
     from factory.spec import load_spec
     from factory.store import Store
-    from factory.training.trainers import Embedder, TrainConfig
+    from factory.training.trainers import TrainConfig, probe_embedder
 
     out_dir = Path(args.out_dir or tempfile.mkdtemp(prefix="reproduce-"))
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         store = stack.enter_context(Store(db))
         for dataset in datasets:
             test_path = sample_test(dataset, args.max_test or None, args.seed, out_dir)
-            embedder = Embedder(max_length=128)  # shared by the methods: the test set is embedded once
+            embedder = probe_embedder(TrainConfig())  # shared by the methods: the test set is embedded once
             dataset_rows = []
             for method in methods:
                 spec_path = write_spec(out_dir, dataset, method, args, test_path, base_url)

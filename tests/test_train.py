@@ -33,7 +33,14 @@ from factory.training.evaluate import (
 from factory.training.job import JobOptions, main, pipes_extras, run_job, run_train_job_local, train_job_command
 from factory.spec import load_spec
 from factory.store import PromptRecord, RequestRecord, SampleRecord, Store
-from factory.training.trainers import Embedder, TrainConfig, minilm_path, resolve_base_model, train_finetune, train_linear_probe
+from factory.quality.embeddings import model_path
+from factory.training.trainers import (
+    TrainConfig,
+    probe_embedder,
+    resolve_base_model,
+    train_finetune,
+    train_linear_probe,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ["world", "sports", "business"]
@@ -178,6 +185,32 @@ def test_multilabel_metrics_match_sklearn() -> None:
         assert m["confusion"]["per_class"] == multilabel_confusion_matrix(t, p).tolist()
 
 
+def test_metrics_edge_cases() -> None:
+    empty = compute_metrics([], [], ["a", "b"])
+    assert empty["accuracy"] == empty["macro_f1"] == empty["micro_f1"] == 0.0 and empty["n"] == 0
+    assert empty["confusion"]["matrix"] == [[0, 0], [0, 0]] and empty["per_class"]["a"]["support"] == 0
+    ml = compute_metrics([[], []], [[], []], ["a", "b"], multilabel=True)
+    assert ml["accuracy"] == 1.0 and ml["macro_f1"] == 0.0 and ml["confusion"]["per_class"] == [[[2, 0], [0, 0]]] * 2
+    with pytest.raises(ValueError, match="2 true labels but 1 predictions"):
+        compute_metrics(["a", "b"], ["a"], ["a", "b"])
+
+
+def test_holdout_split_is_stratified_and_falls_back_for_tiny_sets() -> None:
+    from factory.training.trainers import _holdout_split
+
+    labels = [c for c in CLASSES for _ in range(14)]
+    train_idx, held = _holdout_split(labels, seed=0)
+    assert len(held) == 3 and sorted(train_idx + held) == list(range(42))
+    assert sorted(labels[i] for i in held) == sorted(CLASSES)  # one of each class
+    assert _holdout_split(labels, seed=0) == (train_idx, held) != _holdout_split(labels, seed=1)
+    assert _holdout_split(labels[:9], seed=0) == (list(range(9)), [])  # under 10 texts: no slice
+    lopsided = ["world"] * 19 + ["sports"]  # a class of one: not stratifiable
+    train_idx, held = _holdout_split(lopsided, seed=0)
+    assert len(held) == 2 and len(train_idx) == 18
+    multilabel = [[c] for c in labels]
+    assert len(_holdout_split(multilabel, seed=0)[1]) == 3
+
+
 def test_labels_are_mapped_by_name_and_unknown_ones_listed(tmp_path: Path) -> None:
     mapper = LabelMapper(["world", "sci_tech"])
     assert mapper.map_all(["World", "Sci/Tech", "sci_tech", " SCI-TECH "], "x") == ["world", "sci_tech"] + ["sci_tech"] * 2
@@ -259,16 +292,28 @@ def test_linear_probe_on_real_agnews_beats_chance(shared_data: Path) -> None:
     classes = ["world", "sports", "business", "sci_tech"]
     train_x, train_y = _balanced(shared_data / "agnews" / "train.jsonl", 100, seed=0)
     test_x, test_y = _balanced(shared_data / "agnews" / "test.jsonl", 100, seed=1)
-    probe = train_linear_probe(train_x, train_y, classes, seed=0, embedder=Embedder(max_length=128))
+    probe = train_linear_probe(train_x, train_y, classes, seed=0, embedder=probe_embedder())
     m = compute_metrics(test_y, probe.predict(test_x), classes)
     assert m["n"] == 400 and sum(m["per_class"][c]["support"] for c in classes) == 400
     assert m["accuracy"] > 0.6, m  # chance is 0.25
     assert m["macro_f1"] > 0.6, m
 
 
+def test_probe_embedder_is_the_quality_embedder_and_encodes_each_text_once() -> None:
+    from factory.quality.embeddings import MODEL_NAME, Embedder
+
+    emb = probe_embedder(TrainConfig(max_length=64))
+    assert type(emb) is Embedder and emb.max_length == 64 and emb.name == f"{MODEL_NAME}@64"
+    first = emb.encode(["a b", "c d"])
+    again = emb.encode(["c d", "e f", "a b", "a b"])
+    assert emb.calls == 2 and emb.encoded == 3 and again.shape == (4, 384)
+    assert (again[2] == first[0]).all() and emb.model.max_seq_length == 64
+    assert Embedder().name == MODEL_NAME
+
+
 def test_base_model_resolution(tmp_path: Path) -> None:
-    assert resolve_base_model("all-MiniLM-L6-v2") == minilm_path()
-    assert resolve_base_model(str(minilm_path())) == minilm_path()
+    assert resolve_base_model("all-MiniLM-L6-v2") == model_path()
+    assert resolve_base_model(str(model_path())) == model_path()
     from factory.training.trainers import TrainerError
 
     with pytest.raises(TrainerError, match="nothing can be downloaded"):

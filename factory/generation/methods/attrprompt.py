@@ -8,7 +8,7 @@ import random
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
-from factory.generation.methods import GenerationMethod, Planned, context_attributes, register, stream
+from factory.generation.methods.base import GenerationMethod, Planned, context_attributes, register, stream
 
 if TYPE_CHECKING:
     from factory.attributes.values import AttributeSet

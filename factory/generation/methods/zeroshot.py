@@ -7,7 +7,7 @@ import math
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
-from factory.generation.methods import GenerationMethod, Planned, register, stream
+from factory.generation.methods.base import GenerationMethod, Planned, register, stream
 
 if TYPE_CHECKING:
     from factory.attributes.values import AttributeSet
