@@ -172,3 +172,15 @@ def test_there_is_no_second_run_path() -> None:
     import importlib.util
 
     assert importlib.util.find_spec("factory.pipeline") is None
+
+
+def test_the_budget_curve_follows_the_plan_not_the_arrival_order() -> None:
+    """Completions that arrived class by class still give budget subsets that interleave the classes."""
+    from factory.training.evaluate import SamplePool, TrainExample, budget_subsets
+
+    arrived = [TrainExample(f"{c}{i}", c, f"{c}-{i}", True, i) for c in ("a", "b", "c") for i in range(4)]
+    pool = SamplePool(arrived, {e.request_key: (1, 1, 0.0) for e in arrived}, "file", ["a", "b", "c"])
+    assert pool.request_order()[:6] == ["a-0", "b-0", "c-0", "a-1", "b-1", "c-1"]
+    (quarter,) = budget_subsets(pool, [0.25])
+    assert sorted(quarter.labels) == ["a", "b", "c"]
+    assert budget_subsets(pool, [0.25], "generated")[0].labels == ["a", "a", "a"]

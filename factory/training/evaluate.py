@@ -8,8 +8,9 @@
 * **Comparisons**: ``synthetic`` (the generated samples), ``gold`` (only the real train set),
   ``synthetic+gold`` (both).
 * **F1 against budget** (:func:`budget_subsets`): nested subsets of the generated data, each the samples of
-  the first X% of the requests spent, in generation order (``generated_at``, then ``sample_index``), with
-  the requests, tokens and USD those requests cost; :func:`plot_f1_vs_budget` charts them.
+  the first X% of the requests in the plan's order (sample index, classes in turn: every prefix is
+  class-balanced, and it is what a run stopped by a budget cap has spent), with the requests, tokens and
+  USD those requests cost; :func:`plot_f1_vs_budget` charts them.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
     from factory.store import Store
 
 COMPARISONS = ("synthetic", "gold", "synthetic+gold")
-BUDGET_ORDERS = ("generated", "interleaved")
+BUDGET_ORDERS = ("plan", "generated", "interleaved")
 
 
 class EvaluationError(ValueError):
@@ -179,6 +180,7 @@ class TrainExample:
     label: Label
     request_key: str
     kept: bool
+    sample_index: int | None = None  # the index in its class's plan (None where the source has none)
 
 
 @dataclass
@@ -198,8 +200,19 @@ class SamplePool:
     def kept(self) -> list[TrainExample]:
         return [e for e in self.examples if e.kept]
 
-    def request_order(self, order: str = "generated") -> list[str]:
-        """Request keys in spend order. ``generated``: the order the samples were generated.
+    def _plan_order(self, keys: list[str], first: dict[str, int], klass: dict[str, str]) -> list[str]:
+        """The plan's order: unit by unit, class by class in turn (sample index, then the spec's class order),
+        so every prefix is as balanced as the plan; generation order where sample indexes are missing."""
+        index = {k: self.examples[first[k]].sample_index for k in keys}
+        if any(v is None for v in index.values()):
+            return keys
+        rank = {c: i for i, c in enumerate(self.classes)}
+        return sorted(keys, key=lambda k: (index[k], rank.get(klass[k], len(rank)), first[k]))
+
+    def request_order(self, order: str = "plan") -> list[str]:
+        """Request keys in spend order. ``plan`` (default): the order the plan sends them in, class by class
+        in turn, which is what a run stopped by a budget cap has spent. ``generated``: the order the samples
+        were generated.
         ``interleaved``: each class's requests in generated order, dealt round-robin across the classes
         (the order of a class-balanced run)."""
         first: dict[str, int] = {}
@@ -211,6 +224,8 @@ class SamplePool:
         keys = sorted(first, key=first.__getitem__)
         if order == "generated":
             return keys
+        if order == "plan":
+            return self._plan_order(keys, first, klass)
         if order != "interleaved":
             raise EvaluationError(f"budget order {order!r}: use one of {', '.join(BUDGET_ORDERS)}")
         queues: dict[str, list[str]] = {}
@@ -260,7 +275,8 @@ def pool_from_store(store: Store, spec: Spec) -> SamplePool:
     examples, spend = [], {}
     for r in rows:
         kept = (r["sample_id"] in kept_ids) if kept_ids is not None else not r["is_refusal"]
-        examples.append(TrainExample(r["text"], [r["class"]] if multilabel else r["class"], r["request_key"], kept))
+        examples.append(TrainExample(r["text"], [r["class"]] if multilabel else r["class"], r["request_key"], kept,
+                                     int(r["sample_index"])))
         spend[r["request_key"]] = (int(r["request_prompt_tokens"] or 0), int(r["request_completion_tokens"] or 0),
                                    float(r["request_cost_usd"] or 0.0))
     methods = sorted({r["method"] for r in rows})
@@ -316,7 +332,8 @@ def pool_from_file(path: Path, spec: Spec) -> SamplePool:
         r = rows[i]
         rk = str(r.get("request_key") or f"row-{i}")
         kept = bool(r["kept"]) if r.get("kept") is not None else not bool(r.get("is_refusal") or False)
-        examples.append(TrainExample(str(r["text"]), labels[i], rk, kept))
+        index = r.get("sample_index")
+        examples.append(TrainExample(str(r["text"]), labels[i], rk, kept, int(index) if index is not None else None))
         pt, ct, usd = spend.get(rk, (0, 0, 0.0))
         spend[rk] = (pt + int(r.get("prompt_tokens") or 0), ct + int(r.get("completion_tokens") or 0),
                      usd + float(r.get("cost_usd") or 0.0))
@@ -347,7 +364,7 @@ def check_fractions(fractions: Sequence[float]) -> list[float]:
     return out
 
 
-def budget_subsets(pool: SamplePool, fractions: Sequence[float], order: str = "generated") -> list[BudgetSubset]:
+def budget_subsets(pool: SamplePool, fractions: Sequence[float], order: str = "plan") -> list[BudgetSubset]:
     """Nested subsets: for each fraction X, the kept samples of the first ceil(X * requests) requests in
     spend order (at least one request); each subset contains every smaller one."""
     keys = pool.request_order(order)
@@ -389,7 +406,7 @@ def _counts(labels: Sequence[Label]) -> dict[str, int]:
 
 def run_evaluation(spec: Spec, pool: SamplePool | None, test: LabelledSet, config: TrainConfig, *,
                    compare: Sequence[str] = ("synthetic",), fractions: Sequence[float] = (1.0,),
-                   gold: LabelledSet | None = None, budget_order: str = "generated",
+                   gold: LabelledSet | None = None, budget_order: str = "plan",
                    log: Callable[[str], None] = lambda m: None, job_id: str | None = None,
                    embedder: Embedder | None = None) -> list[dict[str, Any]]:
     """Train and score every comparison; return rows shaped like the ``evaluations`` table (JSON columns as

@@ -79,7 +79,7 @@ class JobOptions:
     trainer: str | None = None
     compare: list[str] | None = None
     fractions: list[float] | None = None
-    budget_order: str = "generated"
+    budget_order: str = "plan"
     max_test: int | None = None
     max_train: int | None = None
     seed: int | None = None
@@ -148,7 +148,7 @@ def options_from(argv: Sequence[str] | None, extras: Mapping[str, Any] | None = 
         spec=pick("spec"), spec_yaml=extras.get("spec_yaml"), db=pick("db"), samples=pick("samples"),
         test_set=pick("test_set"), train_set=pick("train_set"), trainer=pick("trainer"),
         compare=_split(pick("compare")), fractions=_fractions(pick("fractions")),
-        budget_order=pick("budget_order") or "generated", max_test=pick("max_test"), max_train=pick("max_train"),
+        budget_order=pick("budget_order") or "plan", max_test=pick("max_test"), max_train=pick("max_train"),
         seed=pick("seed"), out=pick("out"), chart=pick("chart"),
         show_progress=not args.no_progress and not extras.get("no_progress") and sys.stderr.isatty(),
         asset_key=extras.get("asset_key"),
