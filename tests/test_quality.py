@@ -478,3 +478,28 @@ def test_end_to_end_real_model_quality_and_report(llm_server: Any, tmp_path: Pat
     assert '<img src="data:image/png;base64,' in html
     pngs = list((tmp_path / "out").glob("e2e_*.png"))
     assert len(pngs) >= 3 and all(_valid_png(p) for p in pngs)
+
+
+def test_a_filter_is_a_registered_class(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A new filter is one class registered by name and rank: the stage runs it in rank order, no if-chain."""
+    from factory.quality import filters
+    from factory.quality.filters import FILTERS, SampleFilter, apply_filters, enabled_filters
+
+    class NoDigits(SampleFilter):
+        name, rank = "no_digits", 25
+
+        def enabled(self, spec: Spec) -> bool:
+            return True
+
+        def verdicts(self, ctx, samples):  # type: ignore[no-untyped-def]
+            return [(not any(ch.isdigit() for ch in s["text"]), "has a digit") for s in samples], None
+
+    monkeypatch.setitem(FILTERS, NoDigits.name, NoDigits())
+    spec = make_spec(filters="near_dup: null\nmin_words: 1\n")
+    assert enabled_filters(spec) == ["refusal", "length", "no_digits", "exact_dup"]
+    samples = [{"sample_id": f"s{i}", "class": "sports", "text": t, "sample_index": i, "choice_index": 0}
+               for i, t in enumerate(["the team won", "they won 3 games", "the team won"])]
+    outcome = apply_filters(spec, samples)
+    assert outcome.dropped == {"refusal": 0, "length": 0, "no_digits": 1, "exact_dup": 1}
+    assert outcome.kept_ids == ["s0"]
+    assert filters.FILTER_ORDER == ("refusal", "length", "exact_dup", "near_dup", "label_consistency")

@@ -5,7 +5,6 @@ first units, so a plan of any size is estimated in constant memory and time."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 from factory.attributes.lock import attribute_set
