@@ -187,3 +187,23 @@ def _control(base_url: str, body: dict) -> None:
     req = urllib.request.Request(base_url.removesuffix("/v1") + "/_control", data=json.dumps(body).encode(),
                                  headers={"Content-Type": "application/json"})
     urllib.request.urlopen(req).read()
+
+
+def test_run_ends_with_a_few_samples_per_class(tmp_path: Path, db: Path) -> None:
+    with FaultServer() as server:
+        path = write_spec(tmp_path, server.base_url, spc=3)
+        result = CliRunner().invoke(app, ["run", str(path), "--db", str(db), "--no-progress", "--samples", "2"])
+        assert result.exit_code == 0, result.output
+        quiet = CliRunner().invoke(app, ["run", str(path), "--db", str(db), "--no-progress", "--samples", "0"])
+    assert quiet.exit_code == 0 and "per class):" not in quiet.output
+    head, _, preview = result.output.partition("samples (2 per class):\n")
+    assert "check " in head and preview, result.output
+    lines = preview.strip().splitlines()
+    assert sorted(line.split()[0] for line in lines) == ["business"] * 2 + ["sports"] * 2 + ["weather"] * 2
+    stored = {(c, t): json.loads(a) for c, t, a in rows(db, "SELECT class, text, attributes FROM samples")}
+    for line in lines:
+        cls = line.split()[0]
+        match = [(t, a) for (c, t), a in stored.items() if c == cls and t in line]
+        assert match, line  # the stored text of that class
+        text, attrs = match[0]
+        assert all(f"{k}={v}" in line for k, v in attrs.items())
