@@ -104,14 +104,28 @@ def test_twenty_percent_faults_every_sample_exactly_once(tmp_path: Path, db: Pat
         assert text == expected_content(json.loads(messages), seed, choice)
 
 
-def test_adaptive_concurrency_halves_on_overload(tmp_path: Path, db: Path) -> None:
+def test_adaptive_concurrency_halves_on_overload(tmp_path: Path, db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from factory.generation.llm.engine import AdaptiveLimiter
+
+    cuts: list[tuple[int, int]] = []  # the limit before and after each overload
+    on_overload = AdaptiveLimiter.on_overload
+
+    def recording(self: AdaptiveLimiter) -> None:
+        before = self.limit
+        on_overload(self)
+        cuts.append((before, self.limit))
+
+    monkeypatch.setattr(AdaptiveLimiter, "on_overload", recording)
     with FaultServer(max_concurrency=3, latency_s=0.02, retry_after_s="0.01") as server:
         path = write_spec(tmp_path, server.base_url, spc=20)
         result = run(path, db)
         stats = server.stats()
-    assert result.status == "done" and result.samples == 60
-    assert stats["fault_overload"] > 0
-    assert result.failed == 0
+    assert result.status == "done" and result.samples == 60 and result.failed == 0
+    assert stats["fault_overload"] == len(cuts) > 0
+    assert cuts[0][0] > 3 and any(after < before for before, after in cuts)  # the limit really dropped
+    assert min(after for _, after in cuts) <= 3  # to what the server takes
+    # so fewer overloads than successes: a fixed limit of 8 would overload 5 of every 8 (~100 here)
+    assert stats["fault_overload"] < stats["successes"], stats
 
 
 def test_kill_9_then_rerun_resends_nothing_completed(tmp_path: Path, db: Path) -> None:
