@@ -322,7 +322,7 @@ def run_train_job_k8s(
     env: Mapping[str, str] | None = None,
     client: Any | None = None,
 ) -> PipesClientCompletedInvocation:
-    """Run ``command`` (e.g. ``python -m factory.training.job --spec ...``) in a pod built by :func:`pod_spec`, through Pipes.
+    """Run ``command`` (e.g. ``python -m factory.training.job ...``) in a pod built by :func:`pod_spec`, via Pipes.
 
     Returns the completed invocation: ``.get_materialize_result()`` is the job's reported
     materialization (metadata macro_f1, accuracy, ...). A failing pod raises :class:`K8sJobError` whose

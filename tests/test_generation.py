@@ -78,10 +78,54 @@ def test_real_model_run_has_provenance_and_rerun_sends_nothing(llm_server, tmp_p
     assert again.sent == 0 and again.cached == 6 and again.samples == 6
     assert rows(db, "SELECT count(*) FROM samples") == [(6,)]
     assert rows(db, "SELECT count(*) FROM llm_requests") == [(6,)]
-    # no secret anywhere in the store
-    os.environ["OPENAI_API_KEY_TEST_SECRET"] = "sk-never-stored"
-    dump = " ".join(str(r) for t in ("runs", "llm_requests", "samples", "specs") for r in rows(db, f"SELECT * FROM {t}"))
-    assert "sk-" not in dump
+
+
+SECRET = "sk-test-secret-4f9a2c7e-never-stored"
+
+
+def _store_text(db: Path) -> list[str]:
+    """Every cell of every table of a store, as text (blobs decoded leniently)."""
+    import duckdb
+
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        tables = [t for (t,) in con.execute("SELECT table_name FROM information_schema.tables").fetchall()]
+        assert {"runs", "llm_requests", "samples", "specs", "prompts"} <= set(tables)
+        return [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
+                for t in tables for row in con.execute(f'SELECT * FROM "{t}"').fetchall() for v in row]
+    finally:
+        con.close()
+
+
+def test_api_key_reaches_the_server_and_nothing_else(tmp_path: Path, db: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     caplog: pytest.LogCaptureFixture,
+                                                     capfd: pytest.CaptureFixture[str]) -> None:
+    import logging
+
+    from dagster import DagsterInstance, serialize_value
+
+    from factory.defs.local import materialize_spec
+
+    monkeypatch.setenv("FACTORY_TEST_API_KEY", SECRET)
+    caplog.set_level(logging.DEBUG)
+    instance = DagsterInstance.ephemeral()
+    with FaultServer(rate_500=0.2, seed=5) as server:  # errors and retries: the paths most likely to log
+        spec_path = write_spec(tmp_path, server.base_url, spc=3)
+        key_env = "max_retries: 8\n  api_key_env: FACTORY_TEST_API_KEY"
+        spec_path.write_text(spec_path.read_text().replace("max_retries: 8", key_env))
+        result = materialize_spec(spec_path, db, instance=instance, through="generations", log_level="DEBUG")
+        cli = CliRunner().invoke(app, ["run", str(spec_path), "--db", str(tmp_path / "cli.duckdb"), "--no-progress"])
+        stats = server.stats()
+    assert result.success and cli.exit_code == 0, cli.output
+    assert stats["sent_by_authorization"] == {f"Bearer {SECRET}": stats["total"]} and stats["fault_500"] > 0
+    for store in (db, tmp_path / "cli.duckdb"):
+        assert not [v for v in _store_text(store) if SECRET in v]
+        assert SECRET.encode() not in store.read_bytes()
+    assert SECRET not in cli.output and SECRET not in caplog.text
+    out, error = capfd.readouterr()
+    assert SECRET not in out + error
+    events = instance.all_logs(result.run_id)
+    assert events and not [e for e in events if SECRET in serialize_value(e) or SECRET in str(e)]
 
 
 def test_twenty_percent_faults_every_sample_exactly_once(tmp_path: Path, db: Path) -> None:
