@@ -193,7 +193,9 @@ def run(spec: SpecArg, db: DbOpt = None, refresh: RefreshOpt = False,
         db = default_db_path()
     _store(db).close()  # fail early and clearly on a store from a newer version
     try:
-        result = materialize_spec(spec, db, spec=parsed, show_progress=progress, refresh=refresh)
+        # Dagster's console logger would print a failed step's stack trace; the error is reported below
+        result = materialize_spec(spec, db, spec=parsed, show_progress=progress, refresh=refresh,
+                                  log_level="CRITICAL")
     except Exception as exc:  # noqa: BLE001 - a stage's own error, unwrapped from Dagster's
         cause = getattr(exc, "user_exception", None) or exc
         if isinstance(cause, _expected_errors()):

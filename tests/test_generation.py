@@ -228,7 +228,9 @@ def test_unknown_endpoint_error_is_clear(tmp_path: Path, db: Path) -> None:
     text = path.read_text().replace("max_retries: 8", "max_retries: 1")
     path.write_text(text)
     result = CliRunner().invoke(app, ["run", str(path), "--db", str(db), "--no-progress"])
-    assert result.exit_code != 0
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)  # a clean exit, not a crash
+    assert "cannot reach http://127.0.0.1:9/v1" in result.output, result.output
+    assert "Traceback" not in result.output and "Stack Trace" not in result.output, result.output
     assert rows(db, "SELECT status FROM runs") == [("failed",)]
 
 
