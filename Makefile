@@ -7,6 +7,7 @@ PIP     = $(PY) -m pip
 LLAMA_CMAKE_ARGS = -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DGGML_NATIVE=OFF -DGGML_AVX2=ON \
                    -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON -DLLAMA_CURL=OFF
 SPEC   ?= specs/example-minimal.yaml
+DEMO_SAMPLES ?= 2
 
 .PHONY: install demo test bench clean k8s-tools image k8s-test
 
@@ -26,8 +27,7 @@ install: $(VENV)/.installed
 demo: install
 	$(VENV)/bin/factory validate $(SPEC)
 	$(VENV)/bin/factory plan $(SPEC)
-	$(VENV)/bin/factory run $(SPEC)
-	$(VENV)/bin/factory show
+	$(VENV)/bin/factory run $(SPEC) --samples $(DEMO_SAMPLES)
 
 test: install
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q $(PYTEST_ARGS)

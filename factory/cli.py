@@ -159,9 +159,35 @@ def suggest(spec: SpecArg, n: Annotated[int, typer.Option(help="how many dimensi
     console.print(yaml.safe_dump(snippet, sort_keys=False), highlight=False)
 
 
+PREVIEW_CHARS = 100
+
+
+def _print_samples(db: Path, spec: Spec, per_class: int) -> None:
+    """A few generated samples per class (text shortened, class, attributes): what the run made."""
+    import json
+
+    from rich.markup import escape
+
+    if per_class <= 0:
+        return
+    with _store(db, read_only=True) as store:
+        rows = store.sample_preview(spec.hash, per_class)
+    if not rows:
+        return
+    console.print(f"samples ({per_class} per class):")
+    for row in rows:
+        text = " ".join(row["text"].split())
+        text = text if len(text) <= PREVIEW_CHARS else text[: PREVIEW_CHARS - 3] + "..."
+        attrs = ", ".join(f"{k}={v}" for k, v in json.loads(row["attributes"]).items())
+        console.print(f"  [bold]{escape(row['class'])}[/bold]  {escape(text)}  [dim]{escape(attrs)}[/dim]",
+                      highlight=False, soft_wrap=True)
+
+
 @app.command()
 def run(spec: SpecArg, db: DbOpt = None, refresh: RefreshOpt = False,
-        progress: Annotated[bool, typer.Option(help="show a progress bar")] = True) -> None:
+        progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+        samples: Annotated[int, typer.Option("--samples", help="generated samples to show per class (0: none)")] = 2
+        ) -> None:
     """Build the spec's dataset: every asset of its partition, in-process (resumable: a rerun sends only what
     is missing). The same code as the Dagster UI and schedules."""
     parsed = _load(spec)  # the run's one parse, handed to the spec asset
@@ -171,7 +197,9 @@ def run(spec: SpecArg, db: DbOpt = None, refresh: RefreshOpt = False,
     from factory.defs.local import check_names, materialization_metadata, materialize_spec
 
     try:
-        result = materialize_spec(spec, db, spec=parsed, show_progress=progress, refresh=refresh)
+        # Dagster's console logger would print a failed step's stack trace; the error is reported below
+        result = materialize_spec(spec, db, spec=parsed, show_progress=progress, refresh=refresh,
+                                  log_level="CRITICAL")
     except Exception as exc:  # noqa: BLE001 - a stage's own error, unwrapped from Dagster's
         cause = getattr(exc, "user_exception", None) or exc
         if isinstance(cause, _expected_errors()):
@@ -192,6 +220,7 @@ def run(spec: SpecArg, db: DbOpt = None, refresh: RefreshOpt = False,
         mark = ("[dim]skipped (does not apply to this spec)[/dim]" if check is None
                 else "[green]pass[/green]" if check.passed else "[yellow]fail[/yellow]")
         console.print(f"check {name}: {mark}", highlight=False)
+    _print_samples(db, parsed, samples)
 
 
 @app.command()

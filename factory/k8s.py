@@ -259,15 +259,6 @@ def pod_spec_from_settings(training: TrainingSpec, settings: K8sSettings,
     )
 
 
-def train_command(spec: str, samples: str, test_set: str, out: str, trainer: str | None = None) -> list[str]:
-    """The train/eval job's command line (paths as the pod sees them)."""
-    cmd = ["python", "-m", "factory.training.job", "--spec", spec, "--samples", samples,
-           "--test-set", test_set, "--out", out]
-    if trainer:
-        cmd += ["--trainer", trainer]
-    return cmd
-
-
 def job_manifest(training: TrainingSpec, *, name: str, namespace: str, command: Sequence[str],
                  backoff_limit: int = 0, ttl_seconds_after_finished: int | None = 3600,
                  **pod_kwargs: Any) -> dict[str, Any]:
@@ -331,7 +322,7 @@ def run_train_job_k8s(
     env: Mapping[str, str] | None = None,
     client: Any | None = None,
 ) -> PipesClientCompletedInvocation:
-    """Run ``command`` (usually :func:`train_command`) in a pod built by :func:`pod_spec`, through Pipes.
+    """Run ``command`` (e.g. ``python -m factory.training.job ...``) in a pod built by :func:`pod_spec`, via Pipes.
 
     Returns the completed invocation: ``.get_materialize_result()`` is the job's reported
     materialization (metadata macro_f1, accuracy, ...). A failing pod raises :class:`K8sJobError` whose

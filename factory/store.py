@@ -371,6 +371,16 @@ class Store:
         return self._dicts("SELECT * FROM samples WHERE spec_hash = ? ORDER BY class, sample_index, choice_index",
                            [spec_hash])
 
+    def sample_preview(self, spec_hash: str, per_class: int) -> list[dict[str, Any]]:
+        """The first ``per_class`` samples of each class (class, text, attributes), refusals and samples the
+        filters dropped left out."""
+        return self._dicts(
+            "SELECT class, text, attributes FROM (SELECT class, text, attributes, sample_index, choice_index,"
+            " row_number() OVER (PARTITION BY class ORDER BY sample_index, choice_index) AS rank FROM samples"
+            " WHERE spec_hash = ? AND NOT is_refusal AND sample_id NOT IN (SELECT sample_id FROM filter_decisions"
+            " WHERE spec_hash = ? AND filter = 'final' AND NOT kept)) WHERE rank <= ? ORDER BY class, rank",
+            [spec_hash, spec_hash, per_class])
+
     def export_samples(self, spec_hash: str, out: Path, fmt: str) -> int:
         """Write the spec's samples (text, label and provenance) to JSONL or Parquet and return the row count.
         Once the filters have run, only the samples they kept are written."""

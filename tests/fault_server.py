@@ -105,7 +105,7 @@ class FaultServer:
             self._stats = {k: 0 for k in ("total", "successes", "fault_429", "fault_500", "fault_garbage",
                                           "fault_disconnect", "fault_slow", "fault_overload", "bad_request",
                                           "max_in_flight")}
-            self._stats.update(sent_by_key={}, successes_by_key={})
+            self._stats.update(sent_by_key={}, successes_by_key={}, sent_by_authorization={})
         return dataclasses.asdict(self.config)
 
     def _snapshot(self, keys: bool = True) -> dict[str, Any]:
@@ -131,7 +131,8 @@ class FaultServer:
 
     def stats(self, keys: bool = True) -> dict[str, Any]:
         """Counters: total, successes, fault_* per kind, in_flight, max_in_flight, bad_request and
-        (unless ``keys=False``) ``sent_by_key``/``successes_by_key`` keyed by :func:`request_key`."""
+        (unless ``keys=False``) ``sent_by_key``/``successes_by_key`` keyed by :func:`request_key` and
+        ``sent_by_authorization`` (chat requests per ``Authorization`` header value)."""
         return self._on_loop(self._snapshot, keys)
 
     # ---- HTTP ----
@@ -141,7 +142,7 @@ class FaultServer:
             while True:
                 head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
                 method, target, version = head[: head.index("\r\n")].split(" ", 2)
-                length, keep = 0, version == "HTTP/1.1"
+                length, keep, auth = 0, version == "HTTP/1.1", ""
                 for line in head.split("\r\n")[1:]:
                     name, _, value = line.partition(":")
                     name = name.strip().lower()
@@ -149,8 +150,10 @@ class FaultServer:
                         length = int(value)
                     elif name == "connection":
                         keep = value.strip().lower() != "close"
+                    elif name == "authorization":
+                        auth = value.strip()
                 body = await reader.readexactly(length) if length else b""
-                reply = await self._dispatch(method, target, body)
+                reply = await self._dispatch(method, target, body, auth)
                 if reply is None:
                     break
                 status, extra, payload = reply
@@ -165,9 +168,11 @@ class FaultServer:
             self._writers.discard(writer)
             writer.close()
 
-    async def _dispatch(self, method: str, target: str, body: bytes) -> Reply:
+    async def _dispatch(self, method: str, target: str, body: bytes, auth: str = "") -> Reply:
         path, _, query = target.partition("?")
         if method == "POST" and path == "/v1/chat/completions":
+            by_auth = self._stats["sent_by_authorization"]
+            by_auth[auth] = by_auth.get(auth, 0) + 1
             return await self._chat(body)
         if method == "GET" and path in ("/v1/models", "/models"):
             model = {"id": self.config.model, "object": "model", "created": 0, "owned_by": "fault-server"}

@@ -131,3 +131,47 @@ def test_nightly_schedule_tops_up_every_partition() -> None:
         requests = nightly_top_up(build_schedule_context(instance=instance,
                                                          scheduled_execution_time=datetime(2026, 11, 22, 3)))
     assert sorted(r.partition_key for r in requests) == ["a", "b"]
+
+
+FINGERPRINT_SCRIPT = textwrap.dedent("""\
+    import json, sys
+    from pathlib import Path
+    from dagster import DagsterInstance, build_sensor_context
+    from factory.defs.automation import spec_fingerprints, spec_sensor
+    from factory.defs.resources import SpecCatalog
+    specs, cursor = sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else None
+    out = {"fingerprints": spec_fingerprints(Path(specs))[0]}
+    if cursor:
+        instance = DagsterInstance.ephemeral()
+        instance.add_dynamic_partitions("spec", list(json.loads(cursor)))
+        ctx = build_sensor_context(instance=instance, cursor=cursor, resources={"specs": SpecCatalog(specs_dir=specs)})
+        result = spec_sensor(ctx)
+        out["skip"] = getattr(result, "skip_message", None)
+        out["runs"] = [r.partition_key for r in getattr(result, "run_requests", None) or []]
+    print(json.dumps(out))
+    """)
+
+
+def _fingerprints_in_subprocess(specs: Path, hash_seed: str, cursor: str | None = None) -> dict:
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONHASHSEED": hash_seed, "PYTHONPATH": str(root)}
+    proc = subprocess.run([sys.executable, "-c", FINGERPRINT_SCRIPT, str(specs), *([cursor] if cursor else [])],
+                          env=env, capture_output=True, text=True, timeout=120, check=True)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_sensor_fingerprints_with_a_lock_are_stable_across_processes(tmp_path: Path) -> None:
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    shutil.copy(Path(__file__).resolve().parents[1] / "specs" / "example-minimal.yaml", specs)
+    (specs / "example-minimal.lock.yaml").write_text("spec: example-minimal\nattributes: {style: {values: [a, b]}}\n")
+    first = _fingerprints_in_subprocess(specs, "1")["fingerprints"]
+    assert ":" in first["example-minimal"]  # the lock is part of the fingerprint
+    assert _fingerprints_in_subprocess(specs, "2")["fingerprints"] == first
+    # the cursor a first process wrote: a fresh process (another hash seed) sees nothing changed
+    again = _fingerprints_in_subprocess(specs, "3", cursor=json.dumps(first, sort_keys=True))
+    assert again["runs"] == [] and "unchanged" in again["skip"]

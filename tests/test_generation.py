@@ -78,10 +78,54 @@ def test_real_model_run_has_provenance_and_rerun_sends_nothing(llm_server, tmp_p
     assert again.sent == 0 and again.cached == 6 and again.samples == 6
     assert rows(db, "SELECT count(*) FROM samples") == [(6,)]
     assert rows(db, "SELECT count(*) FROM llm_requests") == [(6,)]
-    # no secret anywhere in the store
-    os.environ["OPENAI_API_KEY_TEST_SECRET"] = "sk-never-stored"
-    dump = " ".join(str(r) for t in ("runs", "llm_requests", "samples", "specs") for r in rows(db, f"SELECT * FROM {t}"))
-    assert "sk-" not in dump
+
+
+SECRET = "sk-test-secret-4f9a2c7e-never-stored"
+
+
+def _store_text(db: Path) -> list[str]:
+    """Every cell of every table of a store, as text (blobs decoded leniently)."""
+    import duckdb
+
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        tables = [t for (t,) in con.execute("SELECT table_name FROM information_schema.tables").fetchall()]
+        assert {"runs", "llm_requests", "samples", "specs", "prompts"} <= set(tables)
+        return [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
+                for t in tables for row in con.execute(f'SELECT * FROM "{t}"').fetchall() for v in row]
+    finally:
+        con.close()
+
+
+def test_api_key_reaches_the_server_and_nothing_else(tmp_path: Path, db: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     caplog: pytest.LogCaptureFixture,
+                                                     capfd: pytest.CaptureFixture[str]) -> None:
+    import logging
+
+    from dagster import DagsterInstance, serialize_value
+
+    from factory.defs.local import materialize_spec
+
+    monkeypatch.setenv("FACTORY_TEST_API_KEY", SECRET)
+    caplog.set_level(logging.DEBUG)
+    instance = DagsterInstance.ephemeral()
+    with FaultServer(rate_500=0.2, seed=5) as server:  # errors and retries: the paths most likely to log
+        spec_path = write_spec(tmp_path, server.base_url, spc=3)
+        key_env = "max_retries: 8\n  api_key_env: FACTORY_TEST_API_KEY"
+        spec_path.write_text(spec_path.read_text().replace("max_retries: 8", key_env))
+        result = materialize_spec(spec_path, db, instance=instance, through="generations", log_level="DEBUG")
+        cli = CliRunner().invoke(app, ["run", str(spec_path), "--db", str(tmp_path / "cli.duckdb"), "--no-progress"])
+        stats = server.stats()
+    assert result.success and cli.exit_code == 0, cli.output
+    assert stats["sent_by_authorization"] == {f"Bearer {SECRET}": stats["total"]} and stats["fault_500"] > 0
+    for store in (db, tmp_path / "cli.duckdb"):
+        assert not [v for v in _store_text(store) if SECRET in v]
+        assert SECRET.encode() not in store.read_bytes()
+    assert SECRET not in cli.output and SECRET not in caplog.text
+    out, error = capfd.readouterr()
+    assert SECRET not in out + error
+    events = instance.all_logs(result.run_id)
+    assert events and not [e for e in events if SECRET in serialize_value(e) or SECRET in str(e)]
 
 
 def test_twenty_percent_faults_every_sample_exactly_once(tmp_path: Path, db: Path) -> None:
@@ -104,14 +148,28 @@ def test_twenty_percent_faults_every_sample_exactly_once(tmp_path: Path, db: Pat
         assert text == expected_content(json.loads(messages), seed, choice)
 
 
-def test_adaptive_concurrency_halves_on_overload(tmp_path: Path, db: Path) -> None:
+def test_adaptive_concurrency_halves_on_overload(tmp_path: Path, db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from factory.generation.llm.engine import AdaptiveLimiter
+
+    cuts: list[tuple[int, int]] = []  # the limit before and after each overload
+    on_overload = AdaptiveLimiter.on_overload
+
+    def recording(self: AdaptiveLimiter) -> None:
+        before = self.limit
+        on_overload(self)
+        cuts.append((before, self.limit))
+
+    monkeypatch.setattr(AdaptiveLimiter, "on_overload", recording)
     with FaultServer(max_concurrency=3, latency_s=0.02, retry_after_s="0.01") as server:
         path = write_spec(tmp_path, server.base_url, spc=20)
         result = run(path, db)
         stats = server.stats()
-    assert result.status == "done" and result.samples == 60
-    assert stats["fault_overload"] > 0
-    assert result.failed == 0
+    assert result.status == "done" and result.samples == 60 and result.failed == 0
+    assert stats["fault_overload"] == len(cuts) > 0
+    assert cuts[0][0] > 3 and any(after < before for before, after in cuts)  # the limit really dropped
+    assert min(after for _, after in cuts) <= 3  # to what the server takes
+    # so fewer overloads than successes: a fixed limit of 8 would overload 5 of every 8 (~100 here)
+    assert stats["fault_overload"] < stats["successes"], stats
 
 
 def test_kill_9_then_rerun_resends_nothing_completed(tmp_path: Path, db: Path) -> None:
@@ -170,7 +228,9 @@ def test_unknown_endpoint_error_is_clear(tmp_path: Path, db: Path) -> None:
     text = path.read_text().replace("max_retries: 8", "max_retries: 1")
     path.write_text(text)
     result = CliRunner().invoke(app, ["run", str(path), "--db", str(db), "--no-progress"])
-    assert result.exit_code != 0
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)  # a clean exit, not a crash
+    assert "cannot reach http://127.0.0.1:9/v1" in result.output, result.output
+    assert "Traceback" not in result.output and "Stack Trace" not in result.output, result.output
     assert rows(db, "SELECT status FROM runs") == [("failed",)]
 
 
@@ -187,3 +247,23 @@ def _control(base_url: str, body: dict) -> None:
     req = urllib.request.Request(base_url.removesuffix("/v1") + "/_control", data=json.dumps(body).encode(),
                                  headers={"Content-Type": "application/json"})
     urllib.request.urlopen(req).read()
+
+
+def test_run_ends_with_a_few_samples_per_class(tmp_path: Path, db: Path) -> None:
+    with FaultServer() as server:
+        path = write_spec(tmp_path, server.base_url, spc=3)
+        result = CliRunner().invoke(app, ["run", str(path), "--db", str(db), "--no-progress", "--samples", "2"])
+        assert result.exit_code == 0, result.output
+        quiet = CliRunner().invoke(app, ["run", str(path), "--db", str(db), "--no-progress", "--samples", "0"])
+    assert quiet.exit_code == 0 and "per class):" not in quiet.output
+    head, _, preview = result.output.partition("samples (2 per class):\n")
+    assert "check " in head and preview, result.output
+    lines = preview.strip().splitlines()
+    assert sorted(line.split()[0] for line in lines) == ["business"] * 2 + ["sports"] * 2 + ["weather"] * 2
+    stored = {(c, t): json.loads(a) for c, t, a in rows(db, "SELECT class, text, attributes FROM samples")}
+    for line in lines:
+        cls = line.split()[0]
+        match = [(t, a) for (c, t), a in stored.items() if c == cls and t in line]
+        assert match, line  # the stored text of that class
+        text, attrs = match[0]
+        assert all(f"{k}={v}" in line for k, v in attrs.items())

@@ -28,7 +28,6 @@ from factory.k8s import (
     pod_spec,
     pod_spec_from_settings,
     run_train_job_k8s,
-    train_command,
 )
 from factory.spec import ResourcesSpec, TrainingSpec
 
@@ -225,16 +224,9 @@ def test_pod_spec_is_valid_for_kubernetes_and_for_pipes_k8s_client(tmp_path: Pat
     assert container["resources"]["limits"][GPU_RESOURCE] == "1"
     assert {"name": "OPENAI_API_KEY", "valueFrom": {"secretKeyRef": {"key": "k", "name": "s"}}} in container["env"]
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": spec}
-    job = job_manifest(_training(), name="train", namespace="ns", command=train_command("/d/s.yaml", "/d/x.parquet",
-                       "/d/t.jsonl", "/d/r.json", "linear_probe"), data=DataVolume(claim_name="c"))
+    job = job_manifest(_training(), name="train", namespace="ns", command=["python", "-m", "factory.training.job",
+                       "--spec", "/d/s.yaml", "--samples", "/d/x.parquet"], data=DataVolume(claim_name="c"))
     _validate(validator, yaml.safe_dump_all([pod, job]), tmp_path, "pod")
-
-
-def test_train_command_contract() -> None:
-    assert train_command("s.yaml", "x.parquet", "t.jsonl", "r.json") == [
-        "python", "-m", "factory.training.job", "--spec", "s.yaml", "--samples", "x.parquet",
-        "--test-set", "t.jsonl", "--out", "r.json"]
-    assert train_command("s", "x", "t", "r", "finetune")[-2:] == ["--trainer", "finetune"]
 
 
 def test_a_failing_pod_fails_with_its_log(monkeypatch: pytest.MonkeyPatch) -> None:

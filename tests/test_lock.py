@@ -178,3 +178,78 @@ def lock_spec(spec, store, refresh: bool = False):  # noqa: ANN001, ANN201
     """`factory lock`'s stage: the lock and whether it was elicited now."""
     with EndpointProvider() as endpoints:
         return resolve_lock(spec, store, endpoints, refresh)
+
+
+def test_value_screen_rejects_class_names_dimension_name_and_normalised_duplicates() -> None:
+    from factory.attributes.elicit import value_screen
+
+    screen = value_screen("sub_topic", {"positive": "positive", "negative": "negative", "sci_tech": "science"})
+    assert screen("Positive", []) == "names the class 'positive'"  # another class's name
+    assert screen("  NEGATIVE ", []) == "names the class 'negative'"
+    assert screen("sci-tech", []) == screen("Science", []) == "names the class 'sci_tech'"  # name or display
+    assert screen("Sub Topic", []) == "is the dimension's own name"
+    assert screen("stock-market", ["Stock Market"]) == "duplicate of 'Stock Market'"
+    assert screen("stock markets", ["stock market"]) is None and screen("positive outlook", []) is None
+
+
+class ScriptedElicitor:
+    """An Elicitor whose model answers from a script: prompt text fragment -> replies, one per ask."""
+
+    def __init__(self, spec, script: dict[str, list[list[str]]]):  # noqa: ANN001
+        import json
+
+        from factory.attributes.elicit import Elicitor
+
+        self.elicitor = Elicitor(spec, engine=None)  # type: ignore[arg-type]
+        self.asked: list[str] = []
+
+        async def ask(prompt: str, schema: dict, max_tokens: int, attempt: int) -> str:
+            key = next(k for k in script if k in prompt)
+            self.asked.append(key)
+            replies = script[key]
+            return json.dumps({"values": replies[min(attempt, len(replies) - 1)]})
+
+        self.elicitor.ask = ask  # type: ignore[method-assign]
+
+
+def test_elicited_class_names_and_duplicates_are_dropped_before_caf_and_locked(tmp_path: Path) -> None:
+    import asyncio
+
+    from factory.attributes.lock import to_lock
+
+    path = write_spec(tmp_path, "http://127.0.0.1:9/v1")
+    path.write_text(path.read_text().replace("similar_classes: {k: 1}", "similar_classes: {given: {sports: "
+                    "[business], sci_tech: [sports], business: [sports]}}\nfilters: {caf: false}"))
+    spec = load_spec(path)
+    scripted = ScriptedElicitor(spec, {
+        'about "sports"': [["Business", "football", "Foot-ball"], ["football", "tennis", "subtopic", "golf"]],
+        'about "science and technology"': [["space", "chips", "science and technology"], ["robots"]],
+        'about "business"': [["markets", "banks", "retail"]],
+        "style": [["wire report", "Wire_Report", "feature", "sci-tech", "column"]],
+    })
+    elicited = asyncio.run(scripted.elicitor.run(["subtopic", "style"], need_similar=False))
+    sub = elicited.values["subtopic"]
+    assert sub["sports"] == ["football", "tennis", "golf"]  # the re-ask made up for the drops
+    assert sub["sci_tech"] == ["space", "chips", "robots"] and sub["business"] == ["markets", "banks", "retail"]
+    assert elicited.values["style"] == {"": ["wire report", "feature", "column"]}
+    assert scripted.asked.count('about "sports"') == 2 and scripted.asked.count('about "business"') == 1
+    got = {(r.dimension, r.class_name, r.value): r.reason for r in elicited.rejected}
+    assert got == {("subtopic", "sports", "Business"): "names the class 'business'",
+                   ("subtopic", "sports", "Foot-ball"): "duplicate of 'football'",
+                   ("subtopic", "sports", "subtopic"): "is the dimension's own name",
+                   ("subtopic", "sci_tech", "science and technology"): "names the class 'sci_tech'",
+                   ("style", "", "Wire_Report"): "duplicate of 'wire report'",
+                   ("style", "", "sci-tech"): "names the class 'sci_tech'"}
+    lock = to_lock(spec, elicited)
+    assert [r.model_dump() for r in lock.rejected["subtopic"]["sports"]] == [
+        {"value": "Business", "reason": "names the class 'business'"},
+        {"value": "Foot-ball", "reason": "duplicate of 'football'"},
+        {"value": "subtopic", "reason": "is the dimension's own name"}]
+    write_lock(tmp_path / "x.lock.yaml", lock)
+    assert read_lock(tmp_path / "x.lock.yaml").model_dump() == lock.model_dump()
+
+
+def test_lock_without_rejected_still_loads(tmp_path: Path) -> None:
+    path = tmp_path / "old.lock.yaml"
+    path.write_text("spec: x\ninputs_hash: h\nmodel: m\ncreated: '2026-01-01'\nattributes: {style: {values: [a]}}\n")
+    assert read_lock(path).rejected == {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -83,16 +84,24 @@ def test_ui_shows_asset_graph_and_metadata(ui: str, tmp_path: Path) -> None:
         page.get_by_text("generations").first.wait_for(timeout=60_000)
         _skip_welcome(page)
         text = page.inner_text("body")
-        page.screenshot(path=str(tmp_path / "asset-graph.png"))
+        page.screenshot(path=str(tmp_path / "asset-graph.png"))  # for a person looking into a failure
         assert all(name in text for name in ASSETS), text[:2000]
         assert "Error loading" not in text
+        # one node per asset in the drawn graph (not only in the sidebar's list)
+        nodes = page.locator("[class*='AssetNode_assetName']")
+        assert nodes.count() == len(ASSETS), text[:2000]
         page.goto(f"{ui}/assets/generations", wait_until="networkidle", timeout=120_000)
         page.get_by_text("requests_sent").first.wait_for(timeout=60_000)
         _skip_welcome(page)
         details = page.inner_text("body")
         page.screenshot(path=str(tmp_path / "generations.png"), full_page=True)
         browser.close()
-    for key in ("samples", "requests_sent", "per_class", "spend_usd"):
-        assert key in details
+    words = details.split()
+    for key, value in (("status", "done"), ("samples", "6"), ("requests_sent", "6"), ("requests_failed", "0")):
+        assert key in words and value in words[words.index(key):][:8], details  # the value in its row
     assert '"sports": 3' in details and '"business": 3' in details
-    assert (tmp_path / "asset-graph.png").stat().st_size > 10_000
+    assert re.search(r"Latest materialization\s+.*\s+tiny\b", details), details  # of the spec's partition
+    lineage = details[details.index("Upstream assets"):]
+    upstream, _, downstream = lineage.partition("Downstream assets")
+    assert "prompts" in upstream and "filtered_samples" not in upstream, lineage
+    assert all(a in downstream.split("Definition")[0] for a in ("filtered_samples", "embeddings")), lineage

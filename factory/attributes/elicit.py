@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,14 +47,51 @@ class CafDecision:
     reason: str
 
 
+@dataclass(frozen=True)
+class Rejection:
+    """An elicited value dropped before CAF (a class name, the dimension's name, a duplicate)."""
+
+    dimension: str
+    class_name: str
+    value: str
+    reason: str
+
+
 @dataclass
 class Elicited:
-    """Elicited values (kept after CAF), similar classes, the CAF decisions and dropped class names."""
+    """Elicited values (kept after CAF), similar classes, the CAF decisions, dropped class names and the
+    values rejected before CAF."""
 
     values: dict[str, dict[str, list[str]]] = field(default_factory=dict)
     similar: dict[str, list[str]] = field(default_factory=dict)
     caf: list[CafDecision] = field(default_factory=list)
     unknown_similar: dict[str, list[str]] = field(default_factory=dict)
+    rejected: list[Rejection] = field(default_factory=list)
+
+
+Screen = Callable[[str, list[str]], str | None]  # (value, values kept so far) -> why it is rejected, or None
+
+
+def normalise(text: str) -> str:
+    """For comparisons: lower case, without spaces, ``_`` and ``-`` (``Sci-Tech`` = ``sci_tech``)."""
+    return re.sub(r"[\s_\-]+", "", text.lower())
+
+
+def value_screen(dimension: str, class_names: dict[str, str]) -> Screen:
+    """Rejects a value that names a class (``class_names``: name -> how prompts show it), that is the
+    dimension's own name, or that repeats a kept value once normalised."""
+    classes = {normalise(k): c for c, shown in class_names.items() for k in (c, shown)}
+    dim = normalise(dimension)
+
+    def screen(value: str, kept: list[str]) -> str | None:
+        key = normalise(value)
+        if key in classes:
+            return f"names the class {classes[key]!r}"
+        if key == dim:
+            return "is the dimension's own name"
+        twin = next((k for k in kept if normalise(k) == key), None)
+        return None if twin is None else f"duplicate of {twin!r}"
+    return screen
 
 
 def list_schema(n: int, enum: list[str] | None = None) -> dict[str, Any]:
@@ -96,13 +135,23 @@ class Elicitor:
             return await self.ask(prompt, schema, max_tokens, attempt)
 
     async def ask_list(self, prompt: str, n: int, what: str, enum: list[str] | None = None,
-                       exclude: list[str] | None = None) -> list[str]:
-        """Up to ``n`` unique values, re-asking (with another seed) while too few came back."""
+                       exclude: list[str] | None = None, screen: Screen | None = None,
+                       rejected: dict[str, str] | None = None) -> list[str]:
+        """Up to ``n`` unique values, re-asking (with another seed) while too few came back. A value that
+        ``screen`` rejects is left out, its reason kept in ``rejected`` (value -> reason)."""
         found: list[str] = []
         for attempt in range(MAX_ASKS):
             reply = await self.ask(prompt, list_schema(n, enum), TOKENS_PER_VALUE * n + 24, attempt)
             seen = {v.lower() for v in found} | {v.lower() for v in exclude or []}
-            found += [v for v in parse_list(reply) if v.lower() not in seen and not seen.add(v.lower())]
+            for value in parse_list(reply):
+                if value.lower() in seen:
+                    continue  # the same value again (re-asks repeat themselves): not a finding
+                seen.add(value.lower())
+                reason = screen(value, found) if screen else None
+                if reason is None:
+                    found.append(value)
+                elif rejected is not None:
+                    rejected.setdefault(value, reason)
             if len(found) >= n:
                 return found[:n]
         if not found:
@@ -125,21 +174,33 @@ class Elicitor:
             log.warning("similar classes of %r: dropped unknown names %s", class_name, unknown)
         return matched[:k], unknown
 
-    async def values(self, dimension: str, attr: AttributeSpec, similar: dict[str, list[str]]) -> dict[str, list[str]]:
+    async def values(self, dimension: str, attr: AttributeSpec, similar: dict[str, list[str]],
+                     rejected: list[Rejection] | None = None) -> dict[str, list[str]]:
+        """A dimension's values (per class where it is class-dependent), screened by :func:`value_screen`;
+        what the screen dropped is appended to ``rejected``."""
         n = attr.elicit.n if attr.elicit else 10
         description = attr.description or (attr.elicit.instructions if attr.elicit else None)
-        if not attr.per_class:
-            prompt = self.renderer.render("elicit.values", n=n, dimension=dimension, description=description)
-            return {ALL: await self.ask_list(prompt, n, f"{dimension} values")}
+        screen = value_screen(dimension, {c: self.renderer.display(c) for c in self.spec.class_names})
+        keys = self.spec.class_names if attr.per_class else [ALL]
+        dropped: dict[str, dict[str, str]] = {k: {} for k in keys}
 
         async def for_class(name: str) -> list[str]:
+            if name == ALL:
+                prompt = self.renderer.render("elicit.values", n=n, dimension=dimension, description=description)
+                return await self.ask_list(prompt, n, f"{dimension} values", screen=screen, rejected=dropped[name])
             prompt = self.renderer.render("elicit.class_values", n=n, dimension=dimension,
                                           label=self.renderer.display(name), description=description,
                                           similar=[self.renderer.display(s) for s in similar.get(name, [])])
-            return await self.ask_list(prompt, n, f"{dimension} values for {name}")
+            return await self.ask_list(prompt, n, f"{dimension} values for {name}", screen=screen,
+                                       rejected=dropped[name])
 
-        lists = await asyncio.gather(*(for_class(c) for c in self.spec.class_names))
-        return dict(zip(self.spec.class_names, lists))
+        lists = await asyncio.gather(*(for_class(c) for c in keys))
+        for key, by_value in dropped.items():
+            for value, reason in by_value.items():
+                log.warning("%s value %r%s dropped: %s", dimension, value, f" of {key!r}" if key else "", reason)
+                if rejected is not None:
+                    rejected.append(Rejection(dimension, key, value, reason))
+        return dict(zip(keys, lists))
 
     async def judge(self, dimension: str, class_name: str, value: str, others: list[str]) -> CafDecision:
         """CAF: is ``value`` (of ``class_name``) relevant to any of its similar classes? Then drop it."""
@@ -159,8 +220,10 @@ class Elicitor:
             out.unknown_similar = {c: p[1] for c, p in zip(self.spec.class_names, pairs) if p[1]}
         similar = out.similar or dict(self.spec.similar_classes.given or {})
         attrs = self.spec.attributes
-        lists = await asyncio.gather(*(self.values(d, attrs[d], similar) for d in dimensions))
+        rejected: list[list[Rejection]] = [[] for _ in dimensions]
+        lists = await asyncio.gather(*(self.values(d, attrs[d], similar, r) for d, r in zip(dimensions, rejected)))
         out.values = dict(zip(dimensions, lists))
+        out.rejected = [r for rs in rejected for r in rs]
         for dim in dimensions:
             if not attrs[dim].per_class:
                 continue

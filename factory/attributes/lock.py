@@ -14,7 +14,7 @@ import yaml
 from pydantic import Field, field_validator
 
 from factory.attributes.values import ALL, AttributeSet, build_attribute_set, elicited_dimensions, needs_similar
-from factory.attributes.elicit import CafDecision, Elicited
+from factory.attributes.elicit import CafDecision, Elicited, Rejection
 from factory.keys import digest
 from factory.spec import Spec, SpecError, SpecIssue, StrictModel, parse_yaml_model
 
@@ -27,6 +27,11 @@ class LockedCaf(StrictModel):
     dropped: bool
     relevant_to: list[str] = Field(default_factory=list)
     reason: str = ""
+
+
+class LockedRejection(StrictModel):
+    value: str
+    reason: str
 
 
 class LockedDimension(StrictModel):
@@ -51,6 +56,8 @@ class LockFile(StrictModel):
     similar_classes: dict[str, list[str]] = Field(default_factory=dict)
     attributes: dict[str, LockedDimension] = Field(default_factory=dict)
     caf: dict[str, dict[str, list[LockedCaf]]] = Field(default_factory=dict)
+    # values dropped right after elicitation: dimension -> class ("" for class-independent) -> value, reason
+    rejected: dict[str, dict[str, list[LockedRejection]]] = Field(default_factory=dict)
 
 
 def lock_path(spec: Spec) -> Path:
@@ -74,10 +81,14 @@ def to_lock(spec: Spec, elicited: Elicited) -> LockFile:
     for d in elicited.caf:
         caf.setdefault(d.dimension, {}).setdefault(d.class_name, []).append(
             LockedCaf(value=d.value, dropped=d.dropped, relevant_to=d.relevant_to, reason=d.reason))
+    rejected: dict[str, dict[str, list[LockedRejection]]] = {}
+    for r in elicited.rejected:
+        rejected.setdefault(r.dimension, {}).setdefault(r.class_name, []).append(
+            LockedRejection(value=r.value, reason=r.reason))
     dims = {d: LockedDimension(values=v[ALL] if set(v) == {ALL} else v) for d, v in elicited.values.items()}
     return LockFile(spec=spec.name, inputs_hash=inputs_hash(spec), model=spec.generation.model,
                     created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                    similar_classes=elicited.similar, attributes=dims, caf=caf)
+                    similar_classes=elicited.similar, attributes=dims, caf=caf, rejected=rejected)
 
 
 def write_lock(path: Path, lock: LockFile) -> None:
@@ -128,3 +139,4 @@ def attribute_set(spec: Spec, lock: LockFile | None) -> AttributeSet:
 def caf_decisions(lock: LockFile) -> list[CafDecision]:
     return [CafDecision(dim, cls, d.value, d.dropped, d.relevant_to, d.reason)
             for dim, by_class in lock.caf.items() for cls, ds in by_class.items() for d in ds]
+

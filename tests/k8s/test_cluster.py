@@ -25,7 +25,6 @@ from factory.k8s import (
     metrics_from_invocation,
     pod_spec,
     run_train_job_k8s,
-    train_command,
 )
 from factory.spec import ResourcesSpec, TrainingSpec, load_spec
 
@@ -42,8 +41,9 @@ def _settings(kubeconfig: str, image: str, data_dir: Path) -> K8sSettings:
 
 
 def _command(samples: str, out: str) -> list[str]:
-    cmd = train_command(f"{MOUNT}/specs/k8s-tier.yaml", f"{MOUNT}/exports/{samples}",
-                        f"{MOUNT}/test/k8s-tier.jsonl", f"{MOUNT}/results/{out}", "linear_probe")
+    cmd = ["python", "-m", "factory.training.job", "--spec", f"{MOUNT}/specs/k8s-tier.yaml",
+           "--samples", f"{MOUNT}/exports/{samples}", "--test-set", f"{MOUNT}/test/k8s-tier.jsonl",
+           "--out", f"{MOUNT}/results/{out}", "--trainer", "linear_probe"]
     if not use_real_job():
         cmd[:3] = ["python", f"{MOUNT}/standin_train.py"]
     return cmd
