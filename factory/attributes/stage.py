@@ -30,7 +30,7 @@ log = logging.getLogger("factory.attributes")
 
 def record_lock(store: Store, spec: Spec, lock: LockFile, source: str) -> None:
     """Store the lock's content as a new attribute version, unless the newest version is the same."""
-    content = lock.model_dump(exclude={"created"})
+    content = lock.model_dump(exclude={"created"} | ({"rejected"} if not lock.rejected else set()))
     fingerprint = digest(content)[:16]
     if store.latest_elicitation(spec.hash)[1] == fingerprint:
         return
