@@ -1,8 +1,8 @@
 """Eliciting what the spec leaves open, through the engine (cache, budget, retries).
 
 AttrPrompt (Yu et al., 2023): the k most similar classes of each class; attribute values per dimension,
-per class for class-dependent dimensions (asked to be unrelated to the similar classes); then
-class-agnostic filtering (CAF): a class-dependent value judged relevant to a similar class is dropped.
+per class for class-dependent dimensions (asked to be unrelated to the similar classes), screened for
+class names, the dimension's name and duplicates; then class-agnostic filtering (:mod:`factory.attributes.caf`).
 Multi-label specs merge class-dependent values across classes instead of filtering them.
 
 Replies are requested as JSON through ``response_format`` (a schema; enum-constrained for class names and
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,7 +20,9 @@ from typing import Any
 import openai
 
 from factory.attributes.values import ALL
-from factory.attributes.listparse import match_names, parse_list, parse_yes_no
+from factory.labels import name_key
+from factory.attributes.caf import CafDecision, class_agnostic_filter
+from factory.attributes.listparse import match_names, parse_list
 from factory.generation.llm.engine import Engine, LLMRequest
 from factory.generation.prompts import PromptRenderer
 from factory.spec import AttributeSpec, Spec
@@ -33,18 +34,6 @@ TOKENS_PER_VALUE = 16
 
 class ElicitationError(RuntimeError):
     """The model gave no usable answer after every re-ask."""
-
-
-@dataclass(frozen=True)
-class CafDecision:
-    """One class-agnostic filtering judgement of a class-dependent value."""
-
-    dimension: str
-    class_name: str
-    value: str
-    dropped: bool
-    relevant_to: list[str]
-    reason: str
 
 
 @dataclass(frozen=True)
@@ -72,24 +61,19 @@ class Elicited:
 Screen = Callable[[str, list[str]], str | None]  # (value, values kept so far) -> why it is rejected, or None
 
 
-def normalise(text: str) -> str:
-    """For comparisons: lower case, without spaces, ``_`` and ``-`` (``Sci-Tech`` = ``sci_tech``)."""
-    return re.sub(r"[\s_\-]+", "", text.lower())
-
-
 def value_screen(dimension: str, class_names: dict[str, str]) -> Screen:
     """Rejects a value that names a class (``class_names``: name -> how prompts show it), that is the
     dimension's own name, or that repeats a kept value once normalised."""
-    classes = {normalise(k): c for c, shown in class_names.items() for k in (c, shown)}
-    dim = normalise(dimension)
+    classes = {name_key(k): c for c, shown in class_names.items() for k in (c, shown)}
+    dim = name_key(dimension)
 
     def screen(value: str, kept: list[str]) -> str | None:
-        key = normalise(value)
+        key = name_key(value)
         if key in classes:
             return f"names the class {classes[key]!r}"
         if key == dim:
             return "is the dimension's own name"
-        twin = next((k for k in kept if normalise(k) == key), None)
+        twin = next((k for k in kept if name_key(k) == key), None)
         return None if twin is None else f"duplicate of {twin!r}"
     return screen
 
@@ -99,12 +83,6 @@ def list_schema(n: int, enum: list[str] | None = None) -> dict[str, Any]:
     return {"type": "json_schema", "json_schema": {"name": "values", "strict": True, "schema": {
         "type": "object", "additionalProperties": False, "required": ["values"],
         "properties": {"values": {"type": "array", "items": item, "minItems": n, "maxItems": n}}}}}
-
-
-JUDGEMENT_SCHEMA = {"type": "json_schema", "json_schema": {"name": "judgement", "strict": True, "schema": {
-    "type": "object", "additionalProperties": False, "required": ["answer", "reason"],
-    "properties": {"answer": {"type": "string", "enum": ["yes", "no"]},
-                   "reason": {"type": "string", "maxLength": 200}}}}}
 
 
 class Elicitor:
@@ -202,15 +180,6 @@ class Elicitor:
                     rejected.append(Rejection(dimension, key, value, reason))
         return dict(zip(keys, lists))
 
-    async def judge(self, dimension: str, class_name: str, value: str, others: list[str]) -> CafDecision:
-        """CAF: is ``value`` (of ``class_name``) relevant to any of its similar classes? Then drop it."""
-        prompt = self.renderer.render("elicit.caf", dimension=dimension, value=value,
-                                      others=[self.renderer.display(o) for o in others])
-        reply = await self.ask(prompt, JUDGEMENT_SCHEMA, 64, 0)
-        verdict = parse_yes_no(reply)
-        reason = reply.strip()[:300] if verdict is not None else f"undecidable reply, kept: {reply.strip()[:200]}"
-        return CafDecision(dimension, class_name, value, verdict is True, others if verdict else [], reason)
-
     async def run(self, dimensions: list[str], need_similar: bool) -> Elicited:
         """Similar classes first (the value prompts name them), then values, then CAF."""
         out = Elicited()
@@ -230,22 +199,9 @@ class Elicitor:
             if self.spec.task == "multilabel":
                 out.values[dim] = {ALL: merge_values(out.values[dim].values())}
             elif self.spec.filters.caf:
-                out.values[dim], decisions = await self.class_agnostic_filter(dim, out.values[dim], similar)
+                out.values[dim], decisions = await class_agnostic_filter(self, dim, out.values[dim], similar)
                 out.caf += decisions
         return out
-
-    async def class_agnostic_filter(self, dimension: str, values: dict[str, list[str]],
-                                    similar: dict[str, list[str]]) -> tuple[dict[str, list[str]], list[CafDecision]]:
-        jobs = [self.judge(dimension, c, v, similar[c]) for c, vs in values.items() for v in vs if similar.get(c)]
-        decisions = list(await asyncio.gather(*jobs))
-        dropped = {(d.class_name, d.value) for d in decisions if d.dropped}
-        kept = {c: [v for v in vs if (c, v) not in dropped] for c, vs in values.items()}
-        for c, vs in kept.items():
-            if not vs:  # never leave a class without values: keep them all, and say so
-                log.warning("CAF would drop every %s value of %r; keeping them", dimension, c)
-                kept[c] = values[c]
-        return kept, decisions
-
 
 def merge_values(lists: Any) -> list[str]:
     """The union of several value lists, first spelling kept (case-insensitive)."""

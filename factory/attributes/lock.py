@@ -14,7 +14,8 @@ import yaml
 from pydantic import Field, field_validator
 
 from factory.attributes.values import ALL, AttributeSet, build_attribute_set, elicited_dimensions, needs_similar
-from factory.attributes.elicit import CafDecision, Elicited, Rejection
+from factory.attributes.caf import CafDecision
+from factory.attributes.elicit import Elicited
 from factory.keys import digest
 from factory.spec import Spec, SpecError, SpecIssue, StrictModel, parse_yaml_model
 

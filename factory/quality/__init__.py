@@ -1,1 +1,2 @@
-"""Quality metrics of generated text data (diversity and similarity to real data) over embeddings."""
+"""Stage 4, quality: the sample filters (one registered module each), the embeddings cache, diversity and
+bias metrics, and the HTML report; stage.py runs them in order for one spec."""
