@@ -331,7 +331,7 @@ def review(spec: SpecArg, db: DbOpt = None,
             n = write_labelstudio(s, store, labelstudio)
         console.print(f"wrote {n} Label Studio tasks to {labelstudio}")
         return
-    _store(db_path).close()  # the schema is there, or a clear error now
+    _store(db_path, read_only=True).close()  # a store is there, or a clear error now
     who = reviewer or os.environ.get("FACTORY_REVIEWER") or getpass.getuser()
     secret = token or os.environ.get("FACTORY_REVIEW_TOKEN") or (None if is_loopback(host) else secrets.token_urlsafe(24))
     url = f"http://{host}:{port}/" + (f"?token={secret}" if secret else "")

@@ -99,6 +99,10 @@ CREATE TABLE IF NOT EXISTS attribute_edits (
 REVIEWED = ("(SELECT request_key, choice_index, decision, CASE WHEN decision = 'relabel' THEN label END AS label,"
             " note, reviewer, created_at FROM review_decisions QUALIFY row_number() OVER"
             " (PARTITION BY request_key, choice_index ORDER BY created_at DESC) = 1)")
+# The same columns, empty: a store of an older schema opened read-only has no review_decisions table.
+NO_REVIEWS = ("(SELECT NULL::VARCHAR AS request_key, NULL::INTEGER AS choice_index, NULL::VARCHAR AS decision,"
+              " NULL::VARCHAR AS label, NULL::VARCHAR AS note, NULL::VARCHAR AS reviewer,"
+              " NULL::TIMESTAMPTZ AS created_at WHERE false)")
 REVIEW_DECISIONS = ("keep", "reject", "relabel")
 
 
@@ -145,6 +149,9 @@ class Store:
         except duckdb.Error as exc:
             raise StoreError(f"{self.path}: cannot open the store: {exc}") from exc
         self._check_version(read_only)
+        has_reviews = self.con.execute("SELECT count(*) FROM information_schema.tables"
+                                       " WHERE table_name = 'review_decisions'").fetchone()[0]
+        self.reviewed = REVIEWED if has_reviews else NO_REVIEWS  # the newest review per generated text
 
     def _check_version(self, read_only: bool) -> None:
         has_meta = self.con.execute(
@@ -331,7 +338,7 @@ class Store:
             "SELECT s.text, coalesce(h.label, s.class) AS label, s.sample_id, s.spec_hash, s.run_id, s.method,"
             " s.model, s.attributes, s.seed, s.sample_index, s.choice_index, s.prompt_hash, s.request_key, s.params,"
             " s.prompt_tokens, s.completion_tokens, s.cost_usd, s.is_refusal, s.generated_at"
-            f" FROM samples s LEFT JOIN {REVIEWED} h"
+            f" FROM samples s LEFT JOIN {self.reviewed} h"
             " ON h.request_key = s.request_key AND h.choice_index = s.choice_index"
             " WHERE s.spec_hash = ? AND h.decision IS DISTINCT FROM 'reject'" + keep +
             " ORDER BY s.class, s.sample_index, s.choice_index")
@@ -414,7 +421,7 @@ class Store:
         return self._dicts(
             "SELECT s.* REPLACE (coalesce(h.label, s.class) AS class) FROM samples s JOIN filter_decisions d"
             " ON d.sample_id = s.sample_id AND d.spec_hash = s.spec_hash AND d.filter = 'final' AND d.kept"
-            f" LEFT JOIN {REVIEWED} h ON h.request_key = s.request_key AND h.choice_index = s.choice_index"
+            f" LEFT JOIN {self.reviewed} h ON h.request_key = s.request_key AND h.choice_index = s.choice_index"
             " WHERE s.spec_hash = ? AND h.decision IS DISTINCT FROM 'reject'"
             " ORDER BY s.class, s.sample_index, s.choice_index, s.sample_id", [spec_hash])
 
@@ -542,7 +549,7 @@ class Store:
                    coalesce(r.completion_tokens, s.completion_tokens) AS request_completion_tokens,
                    coalesce(r.cost_usd, s.cost_usd) AS request_cost_usd
             FROM samples s LEFT JOIN llm_requests r USING (request_key)
-            LEFT JOIN """ + REVIEWED + """ h ON h.request_key = s.request_key AND h.choice_index = s.choice_index
+            LEFT JOIN """ + self.reviewed + """ h ON h.request_key = s.request_key AND h.choice_index = s.choice_index
             WHERE s.spec_hash = ? ORDER BY s.generated_at, s.sample_index, s.choice_index, s.sample_id""",
             [spec_hash],
         )
@@ -640,7 +647,7 @@ class Store:
     def review_decisions(self, spec_hash: str) -> dict[str, dict[str, Any]]:
         """``{sample_id: newest decision}`` (decision, label, note, reviewer, created_at) for a spec's samples."""
         rows = self._dicts(
-            f"SELECT s.sample_id, h.* EXCLUDE (request_key, choice_index) FROM samples s JOIN {REVIEWED} h"
+            f"SELECT s.sample_id, h.* EXCLUDE (request_key, choice_index) FROM samples s JOIN {self.reviewed} h"
             " ON h.request_key = s.request_key AND h.choice_index = s.choice_index WHERE s.spec_hash = ?",
             [spec_hash])
         return {r.pop("sample_id"): r for r in rows}

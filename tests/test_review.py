@@ -126,7 +126,8 @@ def test_review_page_decisions_reach_store_lock_export_training_and_top_up(
     path, db, server = project
     spec = load_spec(path)
     with Store(db) as store:
-        first = store.review_samples(spec.hash)[:3]  # canonical order: the page lists them so
+        samples = store.review_samples(spec.hash)
+    first = samples[:3]  # canonical order: the page lists them so
     world_value = read_lock(lock_path(spec)).attributes["subtopic"].values["world"][0]
     with review_server(path, db, env={"FACTORY_REVIEWER": "alice"}) as url:
         with sync_playwright() as p:
@@ -155,6 +156,13 @@ def test_review_page_decisions_reach_store_lock_export_training_and_top_up(
             page.screenshot(path=str(tmp_path / "review.png"), full_page=True)
             if os.environ.get("REVIEW_SCREENSHOT"):
                 page.screenshot(path=os.environ["REVIEW_SCREENSHOT"])
+            # the filters: review state, class and model, attribute value, filter outcome
+            style_report = sum(s["attributes"]["style"] == "report" for s in samples)
+            for query, n in [("review=reject", 2), ("review=relabel", 1), ("review=todo", 9),
+                             ("class=sports&model=smollm2", 4), ("attr=style%3Dreport", style_report),
+                             ("outcome=kept", 12), ("outcome=unfiltered", 0), ("class=world&review=reject", 0)]:
+                page.goto(f"{url}?{query}", wait_until="networkidle")
+                assert page.locator(".sample").count() == n, query
             browser.close()
     assert (tmp_path / "review.png").stat().st_size > 20_000
     rejected, relabelled = {s["sample_id"] for s in first[:2]}, first[2]["sample_id"]
@@ -246,6 +254,29 @@ def test_token_is_required_beyond_loopback(project: tuple[Path, Path, FaultServe
         assert "left to review" in ok.read().decode()
     with Store(db) as store:
         assert store.review_decisions(load_spec(path).hash) == {}
+
+
+def test_older_store_read_only_has_no_reviews(project: tuple[Path, Path, FaultServer], tmp_path: Path) -> None:
+    """A v2 store (no review tables) still exports and trains read-only; a write open upgrades it."""
+    import duckdb
+
+    path, db, _ = project
+    spec = load_spec(path)
+    con = duckdb.connect(str(db))
+    con.execute("DROP TABLE review_decisions; DROP TABLE attribute_edits;"
+                " UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+    con.close()
+    with Store(db, read_only=True) as store:
+        assert store.export_samples(spec.hash, tmp_path / "old.jsonl", "jsonl") == 12
+        assert len(store.kept_samples(spec.hash)) == 12 and store.review_decisions(spec.hash) == {}
+    with Store(db) as store:
+        sample_id = store.review_samples(spec.hash)[0]["sample_id"]
+        store.save_review(spec.hash, sample_id, "reject", "bob")
+        assert len(store.kept_samples(spec.hash)) == 11
+        with pytest.raises(ValueError, match="needs the new label"):
+            store.save_review(spec.hash, sample_id, "relabel", "bob")
+        with pytest.raises(KeyError):
+            store.save_review(spec.hash, "no-such-sample", "keep", "bob")
 
 
 def test_value_rows_and_lock_edits(tmp_path: Path) -> None:
