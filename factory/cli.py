@@ -341,6 +341,37 @@ def serve(port: Annotated[int, typer.Option(help="port on 127.0.0.1")] = 8104,
         pass
 
 
+@app.command()
+def review(spec: SpecArg, db: DbOpt = None,
+           host: Annotated[str, typer.Option(help="address to bind; beyond loopback a token is required")] = "127.0.0.1",
+           port: Annotated[int, typer.Option(help="port")] = 8105,
+           reviewer: Annotated[Optional[str], typer.Option(help="your name [default: $FACTORY_REVIEWER or the OS user]")] = None,
+           token: Annotated[Optional[str], typer.Option(help="access token [default: $FACTORY_REVIEW_TOKEN, or generated "
+                                                              "when bound beyond loopback]")] = None,
+           labelstudio: Annotated[Optional[Path], typer.Option("--labelstudio", help="write the kept samples as Label "
+                                                               "Studio tasks (JSON) to this file and exit")] = None) -> None:
+    """Review samples and attribute values in a local web page; decisions are kept in the store (and the lock)."""
+    import getpass
+    import secrets
+
+    from factory.review.app import ReviewConfig, is_loopback, serve as serve_review
+    from factory.review.export import write_labelstudio
+
+    s = _load(spec)
+    db_path = db or default_db_path()
+    if labelstudio is not None:
+        with _store(db_path, read_only=True) as store:
+            n = write_labelstudio(s, store, labelstudio)
+        console.print(f"wrote {n} Label Studio tasks to {labelstudio}")
+        return
+    _store(db_path, read_only=True).close()  # a store is there, or a clear error now
+    who = reviewer or os.environ.get("FACTORY_REVIEWER") or getpass.getuser()
+    secret = token or os.environ.get("FACTORY_REVIEW_TOKEN") or (None if is_loopback(host) else secrets.token_urlsafe(24))
+    url = f"http://{host}:{port}/" + (f"?token={secret}" if secret else "")
+    console.print(f"reviewing {s.name} as {who} at {url} (Ctrl-C to stop)", highlight=False, soft_wrap=True)
+    serve_review(ReviewConfig(spec.resolve(), db_path.resolve(), who, secret), host, port)
+
+
 def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     app()

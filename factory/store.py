@@ -23,7 +23,7 @@ import duckdb
 
 from factory.spec import Spec
 
-SCHEMA_VERSION = 2  # v2: asset_values (what one stage hands to the next)
+SCHEMA_VERSION = 3  # v2: asset_values (what one stage hands to the next); v3: review_decisions, attribute_edits
 DEFAULT_DB = "factory.duckdb"
 
 SCHEMA = """
@@ -85,7 +85,26 @@ CREATE TABLE IF NOT EXISTS evaluations (
 CREATE TABLE IF NOT EXISTS asset_values (
     asset VARCHAR NOT NULL, partition VARCHAR NOT NULL, value BLOB NOT NULL, created_at TIMESTAMPTZ NOT NULL,
     PRIMARY KEY (asset, partition));
+CREATE TABLE IF NOT EXISTS review_decisions (
+    spec_hash VARCHAR NOT NULL, sample_id VARCHAR NOT NULL, request_key VARCHAR NOT NULL,
+    choice_index INTEGER NOT NULL, decision VARCHAR NOT NULL, label VARCHAR, note VARCHAR,
+    reviewer VARCHAR NOT NULL, created_at TIMESTAMPTZ NOT NULL);
+CREATE TABLE IF NOT EXISTS attribute_edits (
+    spec_hash VARCHAR NOT NULL, dimension VARCHAR NOT NULL, class VARCHAR NOT NULL, value VARCHAR NOT NULL,
+    action VARCHAR NOT NULL, new_value VARCHAR, note VARCHAR, reviewer VARCHAR NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL);
 """
+
+# The newest human review decision per generated text (request and choice: a top-up under a new spec hash
+# that reuses the cached request keeps it). ``label`` is the reviewed class of a relabel, else NULL.
+REVIEWED = ("(SELECT request_key, choice_index, decision, CASE WHEN decision = 'relabel' THEN label END AS label,"
+            " note, reviewer, created_at FROM review_decisions QUALIFY row_number() OVER"
+            " (PARTITION BY request_key, choice_index ORDER BY created_at DESC) = 1)")
+# The same columns, empty: a store of an older schema opened read-only has no review_decisions table.
+NO_REVIEWS = ("(SELECT NULL::VARCHAR AS request_key, NULL::INTEGER AS choice_index, NULL::VARCHAR AS decision,"
+              " NULL::VARCHAR AS label, NULL::VARCHAR AS note, NULL::VARCHAR AS reviewer,"
+              " NULL::TIMESTAMPTZ AS created_at WHERE false)")
+REVIEW_DECISIONS = ("keep", "reject", "relabel")
 
 
 class _Record:
@@ -199,6 +218,9 @@ class Store:
         except duckdb.Error as exc:
             raise StoreError(f"{self.path}: cannot open the store: {exc}") from exc
         self._check_version(read_only)
+        has_reviews = self.con.execute("SELECT count(*) FROM information_schema.tables"
+                                       " WHERE table_name = 'review_decisions'").fetchone()[0]
+        self.reviewed = REVIEWED if has_reviews else NO_REVIEWS  # the newest review per generated text
 
     def _check_version(self, read_only: bool) -> None:
         has_meta = self.con.execute(
@@ -383,16 +405,20 @@ class Store:
 
     def export_samples(self, spec_hash: str, out: Path, fmt: str) -> int:
         """Write the spec's samples (text, label and provenance) to JSONL or Parquet and return the row count.
-        Once the filters have run, only the samples they kept are written."""
+        Once the filters have run, only the samples they kept are written; never a sample a reviewer rejected,
+        and a relabelled one with the reviewed class as its ``label``."""
         filtered = self.con.execute("SELECT count(*) FROM filter_decisions WHERE spec_hash = ? AND filter = 'final'",
                                     [spec_hash]).fetchone()[0] > 0
-        keep = (" AND sample_id IN (SELECT sample_id FROM filter_decisions WHERE spec_hash = ? AND filter = 'final'"
+        keep = (" AND s.sample_id IN (SELECT sample_id FROM filter_decisions WHERE spec_hash = ? AND filter = 'final'"
                 " AND kept)") if filtered else ""
         query = (
-            "SELECT text, class AS label, sample_id, spec_hash, run_id, method, model, attributes, seed,"
-            " sample_index, choice_index, prompt_hash, request_key, params, prompt_tokens, completion_tokens,"
-            " cost_usd, is_refusal, generated_at FROM samples WHERE spec_hash = ?" + keep +
-            " ORDER BY class, sample_index, choice_index")
+            "SELECT s.text, coalesce(h.label, s.class) AS label, s.sample_id, s.spec_hash, s.run_id, s.method,"
+            " s.model, s.attributes, s.seed, s.sample_index, s.choice_index, s.prompt_hash, s.request_key, s.params,"
+            " s.prompt_tokens, s.completion_tokens, s.cost_usd, s.is_refusal, s.generated_at"
+            f" FROM samples s LEFT JOIN {self.reviewed} h"
+            " ON h.request_key = s.request_key AND h.choice_index = s.choice_index"
+            " WHERE s.spec_hash = ? AND h.decision IS DISTINCT FROM 'reject'" + keep +
+            " ORDER BY s.class, s.sample_index, s.choice_index")
         params = [spec_hash, spec_hash] if filtered else [spec_hash]
         options = "FORMAT parquet" if fmt == "parquet" else "FORMAT json"
         self.con.execute(f"COPY ({query}) TO ? ({options})", [*params, str(out)])
@@ -467,12 +493,15 @@ class Store:
             " WHERE rn <= ? ORDER BY filter, class, rn", [spec_hash, spec_hash, per_filter])
 
     def kept_samples(self, spec_hash: str) -> list[dict[str, Any]]:
-        """The samples that survived every filter: those with a kept ``final`` decision. Samples generated
-        after the last filter stage have no decision yet and are not returned until it runs again."""
+        """The samples that survived every filter: those with a kept ``final`` decision and no human
+        ``reject``, with the reviewed class of a ``relabel``. Samples generated after the last filter stage
+        have no decision yet and are not returned until it runs again."""
         return self._dicts(
-            "SELECT s.* FROM samples s JOIN filter_decisions d ON d.sample_id = s.sample_id"
-            " AND d.spec_hash = s.spec_hash AND d.filter = 'final' AND d.kept"
-            " WHERE s.spec_hash = ? ORDER BY s.class, s.sample_index, s.choice_index, s.sample_id", [spec_hash])
+            "SELECT s.* REPLACE (coalesce(h.label, s.class) AS class) FROM samples s JOIN filter_decisions d"
+            " ON d.sample_id = s.sample_id AND d.spec_hash = s.spec_hash AND d.filter = 'final' AND d.kept"
+            f" LEFT JOIN {self.reviewed} h ON h.request_key = s.request_key AND h.choice_index = s.choice_index"
+            " WHERE s.spec_hash = ? AND h.decision IS DISTINCT FROM 'reject'"
+            " ORDER BY s.class, s.sample_index, s.choice_index, s.sample_id", [spec_hash])
 
     def unfiltered_count(self, spec_hash: str) -> int:
         """Samples of the spec with no ``final`` filter decision (generated after the last filter stage)."""
@@ -585,18 +614,20 @@ class Store:
     # ---- training and evaluation ------------------------------------------------------------------
 
     def training_samples(self, spec_hash: str) -> list[dict[str, Any]]:
-        """Every sample of a spec (refusals included) in the order it was generated (generated_at, then
-        sample_index, choice_index), with the spend of the request behind it (``request_prompt_tokens``,
-        ``request_completion_tokens``, ``request_cost_usd``: the request's totals from the cache, or the
-        sample's own share where the request row is missing)."""
+        """Every sample of a spec (refusals included; ``class`` is the reviewed one of a relabel) in the order
+        it was generated (generated_at, then sample_index, choice_index), with the spend of the request
+        behind it (``request_prompt_tokens``, ``request_completion_tokens``, ``request_cost_usd``: the
+        request's totals from the cache, or the sample's own share where the request row is missing)."""
         return self._dicts(
             """
-            SELECT s.sample_id, s.run_id, s.class, s.text, s.sample_index, s.choice_index, s.method, s.model,
+            SELECT s.sample_id, s.run_id, coalesce(h.label, s.class) AS class, s.text, s.sample_index,
+                   s.choice_index, s.method, s.model,
                    s.request_key, s.is_refusal, s.generated_at, s.prompt_tokens, s.completion_tokens, s.cost_usd,
                    coalesce(r.prompt_tokens, s.prompt_tokens) AS request_prompt_tokens,
                    coalesce(r.completion_tokens, s.completion_tokens) AS request_completion_tokens,
                    coalesce(r.cost_usd, s.cost_usd) AS request_cost_usd
             FROM samples s LEFT JOIN llm_requests r USING (request_key)
+            LEFT JOIN """ + self.reviewed + """ h ON h.request_key = s.request_key AND h.choice_index = s.choice_index
             WHERE s.spec_hash = ? ORDER BY s.generated_at, s.sample_index, s.choice_index, s.sample_id""",
             [spec_hash],
         )
@@ -672,3 +703,51 @@ class Store:
         cur = self.con.execute(sql, params)
         cols = [d[0] for d in cur.description]
         return [dict(zip(cols, row)) for row in cur.fetchall()]
+
+    # ---- human review ----------------------------------------------------------------------------
+
+    def save_review(self, spec_hash: str, sample_id: str, decision: str, reviewer: str, label: str | None = None,
+                    note: str | None = None) -> None:
+        """Record a reviewer's decision on one sample (``keep``, ``reject`` or ``relabel`` to ``label``); the
+        newest decision on a generated text wins."""
+        if decision not in REVIEW_DECISIONS:
+            raise ValueError(f"decision {decision!r}: use one of {', '.join(REVIEW_DECISIONS)}")
+        if decision == "relabel" and not label:
+            raise ValueError("a relabel needs the new label")
+        row = self.con.execute("SELECT request_key, choice_index FROM samples WHERE spec_hash = ? AND sample_id = ?",
+                               [spec_hash, sample_id]).fetchone()
+        if row is None:
+            raise KeyError(f"no sample {sample_id} of spec {spec_hash}")
+        self.con.execute("INSERT INTO review_decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                         [spec_hash, sample_id, row[0], row[1], decision, label if decision == "relabel" else None,
+                          note or None, reviewer, now()])
+
+    def review_decisions(self, spec_hash: str) -> dict[str, dict[str, Any]]:
+        """``{sample_id: newest decision}`` (decision, label, note, reviewer, created_at) for a spec's samples."""
+        rows = self._dicts(
+            f"SELECT s.sample_id, h.* EXCLUDE (request_key, choice_index) FROM samples s JOIN {self.reviewed} h"
+            " ON h.request_key = s.request_key AND h.choice_index = s.choice_index WHERE s.spec_hash = ?",
+            [spec_hash])
+        return {r.pop("sample_id"): r for r in rows}
+
+    def review_samples(self, spec_hash: str) -> list[dict[str, Any]]:
+        """A spec's samples for review: text, class, attributes (decoded), model, the ``final`` filter outcome
+        (``kept``: None before the filters ran) and the dropping filter, in canonical order."""
+        rows = self._dicts(
+            "SELECT s.sample_id, s.class, s.text, s.attributes, s.model, s.method, s.is_refusal, d.kept,"
+            " d.reason AS filter_reason FROM samples s LEFT JOIN filter_decisions d ON d.sample_id = s.sample_id"
+            " AND d.spec_hash = s.spec_hash AND d.filter = 'final'"
+            " WHERE s.spec_hash = ? ORDER BY s.class, s.sample_index, s.choice_index, s.sample_id", [spec_hash])
+        for r in rows:
+            r["attributes"] = json.loads(r["attributes"]) if isinstance(r["attributes"], str) else r["attributes"]
+        return rows
+
+    def save_attribute_edit(self, spec_hash: str, dimension: str, class_name: str, value: str, action: str,
+                            reviewer: str, new_value: str | None = None, note: str | None = None) -> None:
+        """Record a reviewer's edit of an attribute value (``drop`` or ``rename`` to ``new_value``)."""
+        self.con.execute("INSERT INTO attribute_edits VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                         [spec_hash, dimension, class_name, value, action, new_value, note or None, reviewer, now()])
+
+    def attribute_edits(self, spec_hash: str) -> list[dict[str, Any]]:
+        return self._dicts("SELECT dimension, class, value, action, new_value, note, reviewer, created_at"
+                           " FROM attribute_edits WHERE spec_hash = ? ORDER BY created_at", [spec_hash])

@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from factory.quality.filters import FILTER_ORDER, FINAL
+from factory.quality.filters import FILTER_ORDER, FINAL, HUMAN
 from factory.spec import Spec
 from factory.store import Store
 
@@ -28,7 +28,8 @@ TEMPLATE = "report.html.j2"
 MAX_BARS = 25  # values per bias chart (the most asked/shown ones)
 EXAMPLES_PER_CLASS = 3
 FILTER_LABELS = {"refusal": "refusals", "length": "word length", "exact_dup": "exact duplicates",
-                 "near_dup": "near duplicates", "label_consistency": "label consistency"}
+                 "near_dup": "near duplicates", "label_consistency": "label consistency",
+                 "human": "human review"}
 DIVERSITY_COLUMNS = [("n_generated", "generated"), ("n_kept", "kept"), ("vocabulary_size", "vocabulary"),
                      ("aps", "APS ↓"), ("remote_clique", "remote clique ↑"), ("chamfer_distance", "Chamfer ↑"),
                      ("top5_similarity", "top-5 sim. to real ↑")]
@@ -137,12 +138,12 @@ def report_data(spec: Spec, store: Store) -> dict[str, Any]:
     metrics = _metrics_by_scope(store, spec.hash)
     totals = store.spec_totals(spec.hash)
     summary = store.filter_summary(spec.hash)
-    order = [f for f in FILTER_ORDER if f in summary]
+    order = [f for f in (*FILTER_ORDER, HUMAN) if f in summary]
     generated = totals["samples"]
     funnel = [{"step": "generated", "count": generated, "dropped": 0}]
     remaining = generated
-    for f in order:
-        remaining = summary[f]["kept"]
+    for f in order:  # reviewers judge only some of the survivors: their step subtracts what they rejected
+        remaining = remaining - summary[f]["dropped"] if f == HUMAN else summary[f]["kept"]
         funnel.append({"step": FILTER_LABELS.get(f, f), "filter": f, "count": remaining,
                        "dropped": summary[f]["dropped"]})
     kept = summary[FINAL]["kept"] if FINAL in summary else None

@@ -32,7 +32,14 @@ one transaction.
 """
 
 from factory.quality.filters import exact_dup, label_consistency, length, near_dup, refusal  # noqa: F401 (registration)
-from factory.quality.filters.apply import apply_filters, canonical_order, enabled_filters, run_filters
+from factory.quality.filters.apply import (
+    HUMAN,
+    apply_filters,
+    apply_reviews,
+    canonical_order,
+    enabled_filters,
+    run_filters,
+)
 from factory.quality.filters.base import FILTERS, FINAL, FilterContext, FilterOutcome, SampleFilter, register
 from factory.quality.filters.exact_dup import normalise_text
 from factory.quality.filters.label_consistency import label_request, parse_label_answer
@@ -40,6 +47,6 @@ from factory.quality.filters.near_dup import near_duplicates
 
 FILTER_ORDER = tuple(f.name for f in sorted(FILTERS.values(), key=lambda f: f.rank))
 
-__all__ = ["FILTERS", "FILTER_ORDER", "FINAL", "FilterContext", "FilterOutcome", "SampleFilter", "apply_filters",
+__all__ = ["FILTERS", "FILTER_ORDER", "FINAL", "HUMAN", "apply_reviews", "FilterContext", "FilterOutcome", "SampleFilter", "apply_filters",
            "canonical_order", "enabled_filters", "label_request", "near_duplicates", "normalise_text",
            "parse_label_answer", "register", "run_filters"]

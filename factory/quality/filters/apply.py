@@ -86,5 +86,41 @@ def run_filters(spec: Spec, store: Store, embedder: Any | None = None, show_prog
         return embed_texts(store, texts, embedder, show_progress)
 
     outcome = apply_filters(spec, samples, embed, store, endpoint)
+    apply_reviews(outcome, store.review_decisions(spec.hash))
     store.replace_filter_decisions(spec.hash, outcome.rows)
     return outcome
+
+
+HUMAN = "human"  # the filter name of reviewers' decisions (factory review), after every automatic filter
+
+
+def with_human_decisions(rows: list[tuple[str, str, bool, str | None]],
+                         reviews: dict[str, dict[str, Any]]) -> list[tuple[str, str, bool, str | None]]:
+    """The decision rows plus one ``human`` row per reviewed sample that the filters kept (reason
+    ``human: <reviewer>: <decision>[ -> label][: note]``); a rejected sample's ``final`` row becomes a
+    drop. Decisions live in ``review_decisions``, so a rerun of the filters keeps them."""
+    out: list[tuple[str, str, bool, str | None]] = []
+    for sample_id, name, kept, reason in rows:
+        review = reviews.get(sample_id)
+        if name == FINAL and kept and review is not None:
+            why = f"human: {review['reviewer']}: {review['decision']}"
+            why += f" -> {review['label']}" if review.get("label") else ""
+            why += f": {review['note']}" if review.get("note") else ""
+            rejected = review["decision"] == "reject"
+            out.append((sample_id, HUMAN, not rejected, why))
+            out.append((sample_id, FINAL, not rejected, f"dropped by {HUMAN}" if rejected else reason))
+        else:
+            out.append((sample_id, name, kept, reason))
+    return out
+
+
+def apply_reviews(outcome: FilterOutcome, reviews: dict[str, dict[str, Any]]) -> None:
+    """Add the reviewers' decisions to a filter outcome: its rows, counts and kept ids."""
+    outcome.rows = with_human_decisions(outcome.rows, reviews)
+    human = [(r[0], r[2]) for r in outcome.rows if r[1] == HUMAN]
+    if not human:
+        return
+    rejected = {sample_id for sample_id, kept in human if not kept}
+    outcome.order.append(HUMAN)
+    outcome.judged[HUMAN], outcome.dropped[HUMAN] = len(human), len(rejected)
+    outcome.kept_ids = [i for i in outcome.kept_ids if i not in rejected]

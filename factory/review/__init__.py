@@ -1,0 +1,1 @@
+"""``factory review SPEC``: a local page to review samples and attribute values before training."""
