@@ -7,12 +7,18 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from factory.attributes.listparse import parse_yes_no
+from factory.generation.prompts import PromptRenderer
 
-if TYPE_CHECKING:
-    from factory.attributes.elicit import Elicitor
+
+class Elicitor(Protocol):
+    """What CAF needs of the elicitor: its prompt renderer and one structured request."""
+
+    renderer: PromptRenderer
+
+    async def ask(self, prompt: str, schema: dict[str, Any], max_tokens: int, attempt: int) -> str: ...
 
 log = logging.getLogger("factory.attributes.caf")
 

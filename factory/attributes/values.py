@@ -8,31 +8,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
+from factory.attributes.attribute_set import ALL, AttributeSet
 from factory.spec import AttributeSpec, Spec
-
-ALL = ""  # the class key of class-independent values
-
 
 class NeedsElicitation(RuntimeError):
     """Some dimensions or similar classes must be elicited from the LLM first (``factory lock``)."""
-
-
-@dataclass(frozen=True)
-class AttributeSet:
-    """``values[dimension][class]`` (class ``""`` for class-independent dimensions) and ``similar[class]``."""
-
-    values: dict[str, dict[str, list[str]]]
-    similar: dict[str, list[str]] = field(default_factory=dict)
-    units: dict[str, str] = field(default_factory=dict)
-
-    def for_class(self, dimension: str, class_name: str) -> list[str]:
-        by_class = self.values[dimension]
-        return by_class.get(class_name) or by_class.get(ALL, [])
 
 
 def read_value_lines(path: Path) -> list[str]:

@@ -13,7 +13,7 @@ from factory.keys import digest
 Message = dict[str, str]
 
 if TYPE_CHECKING:
-    from factory.attributes.values import AttributeSet
+    from factory.attributes.attribute_set import AttributeSet
     from factory.datasets import LabelledText
     from factory.generation.prompts import PromptRenderer
     from factory.spec import Spec

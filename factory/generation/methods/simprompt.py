@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from factory.generation.methods.base import GenerationMethod, Planned, register
 
 if TYPE_CHECKING:
-    from factory.attributes.values import AttributeSet
+    from factory.attributes.attribute_set import AttributeSet
     from factory.datasets import LabelledText
     from factory.generation.prompts import PromptRenderer
     from factory.spec import Spec
