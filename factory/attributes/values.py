@@ -15,6 +15,7 @@ import yaml
 from factory.attributes.attribute_set import ALL, AttributeSet
 from factory.spec import AttributeSpec, Spec
 
+
 class NeedsElicitation(RuntimeError):
     """Some dimensions or similar classes must be elicited from the LLM first (``factory lock``)."""
 
