@@ -167,7 +167,7 @@ def image(cluster: Cluster) -> str:
 
 def use_real_job() -> bool:
     """The real ``python -m factory.training.job`` when the image has it (it is built from this tree)."""
-    return (ROOT / "factory" / "jobs" / "train.py").is_file() and os.environ.get("FACTORY_K8S_STANDIN") != "1"
+    return (ROOT / "factory" / "training" / "job.py").is_file() and os.environ.get("FACTORY_K8S_STANDIN") != "1"
 
 
 SPEC_YAML = """\
