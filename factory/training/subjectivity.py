@@ -176,3 +176,21 @@ def advice(row: TaskRow, gap_warn: float = GAP_WARN, drop_warn: float = DROP_WAR
         return None
     return (f"{row.spec_name} ({row.method}): " + "; ".join(parts)
             + " — consider few-shot generation with real examples or a small real set.")
+
+
+def _f(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def format_task_table(rows: Sequence[TaskRow]) -> str:
+    """A plain-text table of task rows: macro-F1 per source, the gap, the quality metrics, the drop."""
+    head = (f"{'task':<22} {'spec':<28} {'method':<10} {'synth':>6} {'gold':>6} {'both':>6} {'gap':>6} "
+            f"{'APS':>6} {'clique':>6} {'chamf':>6} {'top5':>6} {'drop':>6}")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        drop = r.drop("synthetic")
+        lines.append(f"{r.task[:22]:<22} {r.spec_name[:28]:<28} {r.method[:10]:<10} {_f(r.f1.get('synthetic')):>6} "
+                     f"{_f(r.f1.get('gold')):>6} {_f(r.f1.get('synthetic+gold')):>6} {_f(r.gap):>6} "
+                     + " ".join(f"{_f(r.metrics.get(k)):>6}" for k in METRICS)
+                     + f" {_f(drop['drop'] if drop else None):>6}")
+    return "\n".join(lines)
