@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -271,15 +272,28 @@ def export(spec: SpecArg, db: DbOpt = None,
 
 
 @app.command()
-def report(spec: SpecArg, db: DbOpt = None,
+def report(specs: Annotated[list[Path], typer.Argument(help="the dataset spec (YAML); with --compare, several",
+                                                       show_default=False)],
+           db: DbOpt = None,
            out: Annotated[Path, typer.Option("--out", "-o", help="folder for the HTML and PNG charts")] = Path("reports"),
-           measure: Annotated[bool, typer.Option(help="run filters and metrics first (else report what is stored)")] = True
+           measure: Annotated[bool, typer.Option(help="run filters and metrics first (else report what is stored)")] = True,
+           compare: Annotated[bool, typer.Option("--compare", help="one table and chart across the specs: synthetic "
+                                                 "against real data and accuracy per annotator agreement "
+                                                 "(reports/subjectivity.html)")] = False,
            ) -> None:
-    """Filter and measure the spec's samples, then write a self-contained HTML report with PNG charts."""
+    """Filter and measure the spec's samples, then write a self-contained HTML report with PNG charts;
+    with --compare, the subjectivity view across several specs from what the store holds."""
     from factory.quality.embeddings import EmbeddingModelMissing
     from factory.quality.report import write_report
     from factory.quality.stage import run_quality
 
+    if compare:
+        _report_compare(specs, db, out)
+        return
+    if len(specs) != 1:
+        err.print("[red]error[/red] give one spec, or several with --compare")
+        raise typer.Exit(2)
+    spec = specs[0]
     s = _load(spec)
     with _store(db, read_only=not measure) as store:
         if store.sample_count(s.hash) == 0:
@@ -294,6 +308,25 @@ def report(spec: SpecArg, db: DbOpt = None,
             path = write_report(s, store, out)
         except EmbeddingModelMissing as exc:
             raise _fail(exc) from None
+    console.print(f"report: {path}")
+
+
+def _report_compare(specs: Sequence[Path], db: Path | None, out: Path) -> None:
+    """`factory report --compare`: the subjectivity table (printed) and page across ``specs``."""
+    from factory.quality.report import write_subjectivity_report
+    from factory.training.subjectivity import format_task_table, task_rows
+
+    loaded = [_load(p) for p in specs]
+    with _store(db, read_only=True) as store:
+        rows = task_rows(store, loaded)
+        try:
+            path = write_subjectivity_report(loaded, store, out)
+        except ValueError as exc:
+            raise _fail(exc) from None
+    console.print(format_task_table(rows), highlight=False, soft_wrap=True)
+    for row in rows:
+        if row.advice:
+            console.print(f"[yellow]warning[/yellow] {escape(row.advice)}", highlight=False, soft_wrap=True)
     console.print(f"report: {path}")
 
 

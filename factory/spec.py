@@ -23,6 +23,7 @@ from pydantic import (
     PrivateAttr,
     ValidationError,
     field_validator,
+    model_serializer,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
@@ -224,6 +225,19 @@ class DatasetRef(StrictModel):
     path: str
     text_field: str = "text"
     label_field: str = "label"
+    # instance-level subjectivity: the share of annotators who chose the label (a number in [0, 1]; default:
+    # an ``agreement`` column where the file has one), or each text's raw annotations (a list of labels)
+    agreement_field: str | None = None
+    annotations_field: str | None = None
+
+    @model_serializer(mode="wrap")
+    def _drop_unset_optional(self, handler: Any) -> dict[str, Any]:
+        """Unset subjectivity fields are left out of the dump, so they leave older specs' hashes alone."""
+        data = handler(self)
+        for name in ("agreement_field", "annotations_field"):
+            if data.get(name) is None:
+                data.pop(name, None)
+        return data
 
 
 def _as_dataset_ref(value: Any) -> Any:

@@ -18,11 +18,13 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 from factory.quality.filters import FILTER_ORDER, FINAL, HUMAN
 from factory.spec import Spec
 from factory.store import Store
+from factory.training.subjectivity import SOURCES, TaskRow, task_rows
 
 TEMPLATE = "report.html.j2"
 MAX_BARS = 25  # values per bias chart (the most asked/shown ones)
@@ -389,9 +391,106 @@ def write_report(spec: Spec, store: Store, out_dir: Path | str) -> Path:
     compare = compare_chart(data)
     if compare is not None:
         charts.append(compare)
+    data["subjectivity"] = subjectivity_data([spec], store)
+    charts += data["subjectivity"]["charts"] if data["subjectivity"] else []
     for chart in charts:
         chart.file = f"{spec.name}_{chart.key}.png"
         (out / chart.file).write_bytes(chart.png)
     path = out / f"{spec.name}.html"
     path.write_text(render_html(data, charts), encoding="utf-8")
+    return path
+
+
+# --------------------------------------------------------------------------------------------------
+# subjectivity (Li et al., EMNLP 2023): the gap to real data across tasks, accuracy against agreement
+
+SOURCE_COLORS = {"synthetic": "#3b6fb6", "gold": "#dd8a2e", "synthetic+gold": "#2f855a"}
+SUBJECTIVITY_PAGE = "subjectivity_page.html.j2"
+
+
+def _row_label(row: TaskRow) -> str:
+    return f"{_short(row.task, 22)}\n{row.method}" + ("" if row.spec_name == row.task else f"\n{_short(row.spec_name, 22)}")
+
+
+def gap_chart(rows: Sequence[TaskRow]) -> Chart | None:
+    """Macro-F1 per train source, one group of bars per spec (task and method), the gap written above."""
+    rows = [r for r in rows if r.f1]
+    if not rows:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(max(5.5, 1.6 * len(rows) + 2), 4.2))
+    sources = [s for s in SOURCES if any(s in r.f1 for r in rows)]
+    width = 0.8 / len(sources)
+    for i, source in enumerate(sources):
+        xs = [j + (i - (len(sources) - 1) / 2) * width for j in range(len(rows))]
+        ax.bar(xs, [r.f1.get(source, 0) for r in rows], width=width, color=SOURCE_COLORS[source], label=source)
+    for j, r in enumerate(rows):
+        if r.gap is not None:
+            ax.text(j, max(r.f1.values()) + 0.03, f"gap {r.gap:+.2f}", ha="center", fontsize=8)
+    ax.set_xticks(range(len(rows)), [_row_label(r) for r in rows], fontsize=8)
+    ax.set_ylim(0, 1.12)
+    ax.set_ylabel("macro-F1 on the real test set")
+    ax.set_title("Synthetic against real training data, per task and method")
+    ax.legend(fontsize=8, loc="upper right")
+    return Chart("subjectivity_gap", "Synthetic against real data",
+                 "Macro-F1 trained on synthetic, real (gold) and both; gap = gold − synthetic.", _png(fig))
+
+
+def agreement_chart(rows: Sequence[TaskRow]) -> Chart | None:
+    """Accuracy against annotator agreement, one panel per spec with agreement bins, one line per source."""
+    rows = [r for r in rows if r.bins]
+    if not rows:
+        return None
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(rows), figsize=(4.6 * len(rows), 3.8), squeeze=False, sharey=True)
+    for ax, r in zip(axes[0], rows):
+        for source, bins in r.bins.items():
+            pts = [((b["lo"] + b["hi"]) / 2, b["accuracy"], b["n"]) for b in bins if b["accuracy"] is not None]
+            ax.plot([x for x, _, _ in pts], [y for _, y, _ in pts], marker="o",
+                    color=SOURCE_COLORS.get(source, "#718096"), label=source)
+        first = next(iter(r.bins.values()))
+        for b in first:
+            ax.annotate(f"n={b['n']}", ((b["lo"] + b["hi"]) / 2, 0.02), ha="center", fontsize=7, color="#5a6677")
+        ax.set_title(f"{_short(r.spec_name, 30)} ({r.method})", fontsize=10)
+        ax.set_xlabel("annotator agreement")
+        ax.set_ylim(0, 1.05)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("accuracy")
+    axes[0][0].legend(fontsize=8, loc="lower right")
+    return Chart("subjectivity_agreement", "Accuracy against annotator agreement",
+                 "Accuracy on the real test set per bin of annotator agreement (the share of annotators who "
+                 "chose the label), one line per training source; n = test texts in the bin.", _png(fig))
+
+
+def subjectivity_data(specs: Sequence[Spec], store: Store) -> dict[str, Any] | None:
+    """The task rows, the advice sentences and the two charts of ``specs``; None where no spec has an
+    evaluation with a gold comparison or agreement bins."""
+    rows = task_rows(store, specs)
+    if not any(r.gap is not None or r.bins for r in rows):
+        return None
+    charts = [c for c in (gap_chart(rows), agreement_chart(rows)) if c is not None]
+    return {"rows": rows, "advice": [a for a in (r.advice for r in rows) if a], "charts": charts,
+            "generated_at": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+
+
+def write_subjectivity_report(specs: Sequence[Spec], store: Store, out_dir: Path | str,
+                              name: str = "subjectivity") -> Path:
+    """Write ``<out_dir>/<name>.html`` (the table, advice and charts across ``specs``) and its charts as
+    ``<name>_<chart>.png``; return the HTML path. Raises ValueError when nothing is there to compare."""
+    from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+    sub = subjectivity_data(specs, store)
+    if sub is None:
+        raise ValueError("no evaluations to compare: train with a real train set (evaluation.train_set) or a test "
+                         "set with agreement first ('factory train SPEC')")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for chart in sub["charts"]:
+        chart.file = f"{name}_{chart.key.removeprefix('subjectivity_')}.png"
+        (out / chart.file).write_bytes(chart.png)
+    env = Environment(loader=FileSystemLoader(str(Path(__file__).parent)), autoescape=select_autoescape(["j2", "html"]),
+                      trim_blocks=True, lstrip_blocks=True)
+    env.filters["fmt"] = _fmt
+    path = out / f"{name}.html"
+    path.write_text(env.get_template(SUBJECTIVITY_PAGE).render(sub=sub), encoding="utf-8")
     return path

@@ -34,6 +34,7 @@ from factory.datasets import read_rows
 from factory.labels import NameMatcher
 from factory.spec import Spec
 from factory.training.metrics import Label, compute_metrics
+from factory.training.subjectivity import agreement_bins, annotation_agreement
 from factory.training.trainers import Classifier, Embedder, TrainConfig, probe_embedder, train
 
 if TYPE_CHECKING:
@@ -116,6 +117,8 @@ class LabelledSet:
     texts: list[str]
     labels: list[Label]
     total_rows: int = 0
+    agreement: list[float] | None = None  # per text: the share of annotators who chose its label
+
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -123,8 +126,11 @@ class LabelledSet:
 
 def load_labelled(path: Path, classes: Sequence[str], multilabel: bool = False, text_field: str = "text",
                   label_field: str = "label", max_rows: int | None = None, seed: int = 0,
-                  name: str = "test") -> LabelledSet:
-    """A labelled file, labels mapped to ``classes``; ``max_rows`` keeps a seeded random sample."""
+                  name: str = "test", agreement_field: str | None = None,
+                  annotations_field: str | None = None) -> LabelledSet:
+    """A labelled file, labels mapped to ``classes``; ``max_rows`` keeps a seeded random sample. Agreement per
+    text comes from ``agreement_field`` (default: an ``agreement`` column if the file has one), else from
+    ``annotations_field`` (the share of a text's annotations that are its label)."""
     rows = read_rows(path)
     if rows and (text_field not in rows[0] or label_field not in rows[0]):
         raise EvaluationError(f"{path}: needs columns {text_field!r} and {label_field!r} "
@@ -137,8 +143,40 @@ def load_labelled(path: Path, classes: Sequence[str], multilabel: bool = False, 
         rows = [rows[i] for i in keep]
     if not rows:
         raise EvaluationError(f"{path}: no labelled rows")
-    labels = LabelMapper(classes, multilabel).map_all([r.get(label_field) for r in rows], f"{path} ({name} set)")
-    return LabelledSet(name, str(path), [str(r[text_field]) for r in rows], labels, total)
+    mapper = LabelMapper(classes, multilabel)
+    labels = mapper.map_all([r.get(label_field) for r in rows], f"{path} ({name} set)")
+    agreement = read_agreement(rows, labels, mapper, agreement_field, annotations_field, f"{path} ({name} set)")
+    return LabelledSet(name, str(path), [str(r[text_field]) for r in rows], labels, total, agreement)
+
+
+def read_agreement(rows: Sequence[dict[str, Any]], labels: Sequence[Label], mapper: LabelMapper,
+                   agreement_field: str | None, annotations_field: str | None, where: str) -> list[float] | None:
+    """Per-row agreement from a column of numbers in [0, 1] or from raw annotations; None if neither is there."""
+    field_name = agreement_field or ("agreement" if rows and "agreement" in rows[0] and not annotations_field
+                                     else None)
+    if field_name is not None:
+        out = []
+        for n, r in enumerate(rows, 1):
+            try:
+                value = float(r[field_name])
+            except (KeyError, TypeError, ValueError):
+                raise EvaluationError(f"{where}: row {n}: {field_name!r} must be a number in [0, 1], "
+                                      f"got {r.get(field_name)!r}") from None
+            if not 0 <= value <= 1:
+                raise EvaluationError(f"{where}: row {n}: {field_name!r} must be in [0, 1], got {value}")
+            out.append(value)
+        return out
+    if annotations_field is None:
+        return None
+    if mapper.multilabel:
+        raise EvaluationError(f"{where}: annotations_field is for multiclass tasks")
+    out = []
+    for n, (r, label) in enumerate(zip(rows, labels), 1):
+        raws = mapper.split(r.get(annotations_field))
+        if not raws:
+            raise EvaluationError(f"{where}: row {n}: no annotations in {annotations_field!r}")
+        out.append(annotation_agreement([mapper.one(a) or a for a in raws], str(label)))
+    return out
 
 
 def load_test_set(spec: Spec, path: str | Path | None = None, max_rows: int | None = None,
@@ -159,7 +197,8 @@ def _load_ref(spec: Spec, which: str, path: str | Path | None, max_rows: int | N
     multilabel = spec.task == "multilabel"
     if path is not None:
         text_field, label_field = (ref.text_field, ref.label_field) if ref else ("text", "label")
-        return load_labelled(Path(path), spec.class_names, multilabel, text_field, label_field, max_rows, seed, name)
+        return load_labelled(Path(path), spec.class_names, multilabel, text_field, label_field, max_rows, seed, name,
+                             ref.agreement_field if ref else None, ref.annotations_field if ref else None)
     if ref is None:
         flag = "--test-set" if which == "test_set" else "--train-set"
         raise EvaluationError(f"{spec.name}: no evaluation.{which} in the spec and no {flag} given")
@@ -168,7 +207,7 @@ def _load_ref(spec: Spec, which: str, path: str | Path | None, max_rows: int | N
     except ValueError as exc:  # an unset ${VAR}
         raise EvaluationError(f"evaluation.{which}: {exc}") from None
     return load_labelled(resolved, spec.class_names, multilabel, ref.text_field, ref.label_field, max_rows, seed,
-                         name)
+                         name, ref.agreement_field, ref.annotations_field)
 
 
 # ---- the generated samples and what they cost -------------------------------------------------------
@@ -391,6 +430,8 @@ def evaluate_classifier(clf: Classifier, test: LabelledSet) -> dict[str, Any]:
     predictions = clf.predict(test.texts)
     metrics = compute_metrics(test.labels, predictions, clf.classes, clf.multilabel)
     metrics["predict_seconds"] = round(time.perf_counter() - started, 3)
+    if test.agreement is not None:
+        metrics["agreement_bins"] = agreement_bins(test.labels, predictions, test.agreement)
     return metrics
 
 
@@ -470,6 +511,8 @@ def run_evaluation(spec: Spec, pool: SamplePool | None, test: LabelledSet, confi
         m = evaluate_classifier(clf, test)
         details = dict(common, **extra["details"], classes_in_train=_counts(labels),
                        predict_seconds=m["predict_seconds"], **getattr(clf, "info", {}))
+        if "agreement_bins" in m:
+            details["agreement_bins"] = m["agreement_bins"]
         rows.append(dict(base, eval_id=f"ev-{uuid.uuid4().hex[:16]}", train_source=source, n_train=len(texts),
                          budget_fraction=fraction, requests=extra["requests"], tokens=extra["tokens"],
                          cost_usd=extra["cost_usd"], accuracy=m["accuracy"], macro_f1=m["macro_f1"],

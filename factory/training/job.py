@@ -166,6 +166,19 @@ def _load(opts: JobOptions) -> Spec:
     return parse_spec(str(opts.spec_yaml), file="<pipes extra spec_yaml>")
 
 
+def default_compare(spec: Spec) -> list[str]:
+    """The spec's ``evaluation.compare``; where it is not written and the spec names a real train set, all
+    three (synthetic, gold, synthetic+gold) while that file exists, so the gap to real data is measured."""
+    ref = spec.evaluation.train_set
+    if "compare" not in spec.evaluation.model_fields_set and ref is not None:
+        try:
+            if spec.resolve_path(ref.path).is_file():
+                return list(COMPARISONS)
+        except ValueError:  # an unset ${VAR}
+            pass
+    return list(spec.evaluation.compare)
+
+
 def run_job(opts: JobOptions, log: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True)
             ) -> dict[str, Any]:
     """Run the job in this process; return the results dict (and write --out, --chart, the DB rows)."""
@@ -177,7 +190,7 @@ def run_job(opts: JobOptions, log: Callable[[str], None] = lambda m: print(m, fi
     config = TrainConfig.from_spec(spec, opts.trainer, opts.show_progress)
     if opts.seed is not None:
         config.seed = int(opts.seed)
-    compare = opts.compare or list(spec.evaluation.compare)
+    compare = opts.compare or default_compare(spec)
     fractions = opts.fractions or list(spec.training.budget_fractions)
     bad = [c for c in compare if c not in COMPARISONS]
     if bad:
