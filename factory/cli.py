@@ -71,7 +71,11 @@ def plan(spec: SpecArg) -> None:
                   f"{est.elicitation_requests:,} elicitation)")
     table.add_row("tokens (expected / at most)", f"{est.tokens_expected:,} / "
                   f"{est.prompt_tokens + est.completion_tokens_max:,}")
-    table.add_row("cost USD (expected / at most)", f"${est.usd_expected:.4f} / ${est.usd_max:.4f}")
+    table.add_row(f"generation cost USD ({s.generation.model}; expected / at most)",
+                  f"${est.usd_expected:.4f} / ${est.usd_max:.4f}")
+    if est.elicitation_requests:
+        table.add_row(f"elicitation cost USD ({s.elicitation_generation.model}; at most)",
+                      f"${est.elicitation_usd_max:.4f} ({est.elicitation_tokens_max:,} tokens)")
     b = s.budget
     table.add_row("budget caps", f"requests {b.max_requests or '-'}, tokens {b.max_tokens or '-'}, "
                   f"usd {b.max_usd or '-'}")
@@ -146,12 +150,13 @@ def suggest(spec: SpecArg, n: Annotated[int, typer.Option(help="how many dimensi
     s = _load(spec)
 
     async def ask(endpoint) -> list[str]:  # type: ignore[no-untyped-def]
-        async with open_engine(s.generation, store, endpoint, Budget.from_spec(s.budget, s.generation.model)) as e:
+        gen = s.elicitation_generation
+        async with open_engine(gen, store, endpoint, Budget.from_spec(s.budget, gen.model)) as e:
             return await suggest_dimensions(s, e, n)
 
     with _store(db) as store:
         try:
-            with open_endpoint(s.generation) as endpoint:
+            with open_endpoint(s.elicitation_generation) as endpoint:
                 dims = asyncio.run(ask(endpoint))
         except _expected_errors() as exc:
             raise _fail(exc) from None

@@ -69,12 +69,14 @@ def lock_path(spec: Spec) -> Path:
 
 
 def inputs_hash(spec: Spec) -> str:
-    """What the elicitation depended on: a lock made for other inputs is stale."""
-    return digest({
+    """What the elicitation depended on: a lock made for other inputs is stale. The elicitation model counts
+    (:attr:`Spec.elicitation_generation`); an elicitation temperature only where the spec sets one."""
+    extra = {} if spec.elicitation.temperature is None else {"temperature": spec.elicitation.temperature}
+    return digest({**extra,
         "classes": [c.model_dump() for c in spec.classes], "domain": spec.domain, "task": spec.task,
         "attributes": {d: spec.attributes[d].model_dump() for d in elicited_dimensions(spec)},
         "k": spec.similar_classes.k if needs_similar(spec) else 0, "caf": spec.filters.caf,
-        "model": spec.generation.model})[:16]
+        "model": spec.elicitation_generation.model})[:16]
 
 
 def to_lock(spec: Spec, elicited: Elicited) -> LockFile:
@@ -87,7 +89,7 @@ def to_lock(spec: Spec, elicited: Elicited) -> LockFile:
         rejected.setdefault(r.dimension, {}).setdefault(r.class_name, []).append(
             LockedRejection(value=r.value, reason=r.reason))
     dims = {d: LockedDimension(values=v[ALL] if set(v) == {ALL} else v) for d, v in elicited.values.items()}
-    return LockFile(spec=spec.name, inputs_hash=inputs_hash(spec), model=spec.generation.model,
+    return LockFile(spec=spec.name, inputs_hash=inputs_hash(spec), model=spec.elicitation_generation.model,
                     created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                     similar_classes=elicited.similar, attributes=dims, caf=caf, rejected=rejected)
 

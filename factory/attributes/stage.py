@@ -44,8 +44,9 @@ def record_lock(store: Store, spec: Spec, lock: LockFile, source: str) -> None:
 
 
 async def _elicit(spec: Spec, store: Store, endpoint: Endpoint) -> LockFile:
-    budget = Budget.from_spec(spec.budget, spec.generation.model)
-    async with open_engine(spec.generation, store, endpoint, budget) as engine:
+    gen = spec.elicitation_generation
+    budget = Budget.from_spec(spec.budget, gen.model)
+    async with open_engine(gen, store, endpoint, budget) as engine:
         elicited = await Elicitor(spec, engine).run(elicited_dimensions(spec), needs_similar(spec))
     return to_lock(spec, elicited)
 
@@ -82,7 +83,7 @@ def resolve_lock(spec: Spec, store: Store, endpoints: EndpointProvider, refresh:
     if found is not None:
         record_lock(store, spec, found[0], "lock")
         return found[0], False
-    return elicit_lock(spec, store, endpoints.endpoint(spec.generation)), True
+    return elicit_lock(spec, store, endpoints.endpoint(spec.elicitation_generation)), True
 
 
 def resolve_attributes(spec: Spec, store: Store, endpoints: EndpointProvider, refresh: bool = False
