@@ -6,7 +6,7 @@ import os
 import signal
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
@@ -15,6 +15,9 @@ from rich.table import Table
 
 from factory.spec import Spec, SpecError, load_spec
 from factory.store import Store, StoreError, default_db_path
+
+if TYPE_CHECKING:
+    from factory.attributes.lock import LockFile
 
 app = typer.Typer(help="attrfactory: labelled training data from a dataset spec and an LLM.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False)
@@ -133,6 +136,27 @@ def lock(spec: SpecArg, db: DbOpt = None, refresh: RefreshOpt = False) -> None:
     total = sum(len(ds) for by_class in locked.caf.values() for ds in by_class.values())
     table.add_row("CAF", f"{dropped} of {total} class-dependent values dropped")
     console.print(table)
+    _print_quality(s, locked)
+
+
+def _print_quality(s: Spec, locked: LockFile) -> None:
+    """The elicitation quality table of a lock, and a yellow warning per value list that is mostly noise."""
+    from factory.attributes.lock import lock_quality, noisy_warnings, quality_rows
+
+    quality = lock_quality(s, locked)
+    rows = quality_rows(quality)
+    if not rows:
+        return
+    table = Table(title="elicitation quality (degenerate: repeated, identifier, number, class name, duplicate)")
+    for column in ("dimension / class", "values", "degenerate", "kinds", "mean cosine", "embedding"):
+        table.add_column(column)
+    for r in rows:
+        cosine = "-" if r["mean_cosine"] is None else f"{r['mean_cosine']:.3f}"
+        table.add_row(f"{r['dimension']} / {r['class']}", str(r["values"]),
+                      f"{r['degenerate']} ({100 * r['share']:.0f}%)", r["kinds"], cosine, r["embedding"])
+    console.print(table)
+    for line in noisy_warnings(quality):
+        console.print(f"[yellow]warning[/yellow] {escape(line)}", highlight=False)
 
 
 @app.command()
