@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from conftest import generate
 from conftest import query as q
 from factory.attributes.lock import (
     LockFile,
@@ -132,7 +131,12 @@ def test_elicitation_and_generation_go_to_their_own_endpoints(tmp_path: Path, db
         plan = runner.invoke(app, ["plan", str(path)], terminal_width=200)
         assert plan.exit_code == 0, plan.output
         assert "generation cost USD (cheap" in plan.output and "elicitation cost USD (strong" in plan.output
-        generate(path, db)
+        from factory.defs.local import materialization_metadata, materialize_spec
+
+        result = materialize_spec(path, db, through="generations")
+        meta = materialization_metadata(result, "attribute_values")
+        assert "| subtopic | sports | 2 |" in meta["elicitation_quality"]
+        assert {r["dimension"] for r in meta["elicitation_quality_rows"]} == {"subtopic", "style"}
         by_purpose = dict(q(db, "SELECT purpose || ':' || model, count(*) FROM llm_requests GROUP BY 1"))
         assert set(by_purpose) == {"elicit:strong", "generate:cheap"}, by_purpose
         assert elicit_server.stats()["total"] == by_purpose["elicit:strong"]
@@ -145,3 +149,21 @@ def test_elicitation_and_generation_go_to_their_own_endpoints(tmp_path: Path, db
         shown = runner.invoke(app, ["lock", str(path), "--db", str(db)], terminal_width=200)
         assert shown.exit_code == 0, shown.output
         assert "model strong" in shown.output and "elicitation quality" in shown.output
+
+
+def test_report_shows_the_lock_quality_and_warns_on_noise(tmp_path: Path) -> None:
+    from factory.attributes.lock import LockedDimension, to_lock
+    from factory.attributes.elicit import Elicited
+    from factory.quality.report import write_report
+
+    path = tmp_path / "noisy.yaml"
+    path.write_text("name: noisy\ndomain: news\nclasses: [sports, business]\nsimilar_classes: {k: 0}\n"
+                    "attributes:\n  topic: {elicit: {n: 10}}\nfilters: {caf: false}\n")
+    spec = parse_spec(path.read_text(), source=path)
+    lock = to_lock(spec, Elicited(values={"topic": {"": DEGENERATE}}))  # an older lock: no quality recorded
+    assert lock.quality == {} and isinstance(lock.attributes["topic"], LockedDimension)
+    write_lock(lock_path(spec), lock)
+    with Store(tmp_path / "r.duckdb") as store:
+        html = write_report(spec, store, tmp_path / "out").read_text(encoding="utf-8")
+    assert "<h2>Elicitation quality</h2>" in html and "9 of 10 values are degenerate" in html
+    assert "class name 1, repeated 3, identifier 4, number 1" in html
