@@ -63,7 +63,9 @@ def plan(spec: SpecArg) -> None:
         est = estimate(s)
     except _expected_errors() as exc:
         raise _fail(exc) from None
-    table = Table(title=f"{s.name}: {s.generation.method} with {s.generation.model}", show_header=False)
+    elicit_model = s.elicitation_generation.model
+    table = Table(title=f"{s.name}: {s.generation.method} with {s.generation.model}"
+                  + (f" (elicitation: {elicit_model})" if elicit_model != s.generation.model else ""), show_header=False)
     for dim, n in est.values_per_dimension.items():
         table.add_row(f"values: {dim}", f"{n}" + (" (to elicit)" if dim in est.elicited else ""))
     for cls, n in est.combinations.items():
