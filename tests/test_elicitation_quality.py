@@ -167,3 +167,20 @@ def test_report_shows_the_lock_quality_and_warns_on_noise(tmp_path: Path) -> Non
         html = write_report(spec, store, tmp_path / "out").read_text(encoding="utf-8")
     assert "<h2>Elicitation quality</h2>" in html and "9 of 10 values are degenerate" in html
     assert "class name 1, repeated 3, identifier 4, number 1" in html
+
+
+def test_a_reviewed_value_list_is_measured_again(tmp_path: Path) -> None:
+    from factory.attributes.elicit import Elicited
+    from factory.attributes.lock import lock_quality, to_lock
+    from factory.review.attributes import edit_lock
+
+    path = tmp_path / "edited.yaml"
+    path.write_text("name: edited\ndomain: news\nclasses: [sports, business]\nsimilar_classes: {k: 0}\n"
+                    "attributes:\n  topic: {elicit: {n: 10}}\n  style: {elicit: {n: 2}}\nfilters: {caf: false}\n")
+    spec = parse_spec(path.read_text(), source=path)
+    values = {"topic": {"": DEGENERATE}, "style": {"": ["op-ed", "report"]}}
+    write_lock(lock_path(spec), to_lock(spec, Elicited(values=values), spec_quality(spec, values, None, "recorded")))
+    edit_lock(spec, "topic", "", "sports")
+    quality = lock_quality(spec, read_lock(lock_path(spec)))
+    assert (quality["topic"][""].values, quality["topic"][""].degenerate) == (9, 8)
+    assert quality["topic"][""].embedding == "skipped: not measured" and quality["style"][""].embedding == "recorded"

@@ -132,8 +132,13 @@ def locked_values(lock: LockFile) -> dict[str, dict[str, list[str]]]:
 
 
 def lock_quality(spec: Spec, lock: LockFile) -> dict[str, dict[str, LockedQuality]]:
-    """The quality the lock records, else (an older or hand-made lock) measured now, without embeddings."""
-    return lock.quality or quality_section(spec_quality(spec, locked_values(lock), None, "skipped: not measured"))
+    """The quality of every value list of the lock: as recorded, else (an older lock, a list edited since)
+    measured now, without embeddings."""
+    values = locked_values(lock)
+    missing = {d: {c: vs for c, vs in by_class.items() if c not in lock.quality.get(d, {})}
+               for d, by_class in values.items()}
+    measured = quality_section(spec_quality(spec, {d: m for d, m in missing.items() if m}, None, "skipped: not measured"))
+    return {d: {c: lock.quality.get(d, {}).get(c) or measured[d][c] for c in by_class} for d, by_class in values.items()}
 
 
 def quality_rows(quality: dict[str, dict[str, LockedQuality]]) -> list[dict[str, Any]]:
