@@ -184,3 +184,15 @@ def test_a_reviewed_value_list_is_measured_again(tmp_path: Path) -> None:
     quality = lock_quality(spec, read_lock(lock_path(spec)))
     assert (quality["topic"][""].values, quality["topic"][""].degenerate) == (9, 8)
     assert quality["topic"][""].embedding == "skipped: not measured" and quality["style"][""].embedding == "recorded"
+
+
+def test_plan_prices_elicitation_with_the_elicitation_model() -> None:
+    from factory.generation.estimate import estimate
+
+    text = SPEC.replace("GEN_URL", "http://127.0.0.1:9/v1").replace("ELICIT_URL", "http://127.0.0.1:9/v1")
+    base = estimate(parse_spec(text))
+    dearer = estimate(parse_spec(text.replace("strong: {input_per_mtok: 10.0, output_per_mtok: 30.0}",
+                                              "strong: {input_per_mtok: 20.0, output_per_mtok: 60.0}")))
+    assert base.elicitation_requests > 0 and base.elicitation_usd_max > 0
+    assert dearer.elicitation_usd_max == pytest.approx(2 * base.elicitation_usd_max)
+    assert (dearer.usd_expected, dearer.usd_max) == (base.usd_expected, base.usd_max)
