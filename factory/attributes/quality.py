@@ -18,12 +18,9 @@ from typing import TYPE_CHECKING, Any
 from factory.labels import name_key
 
 if TYPE_CHECKING:
-    import numpy as np
-    from numpy.typing import NDArray
-
     from factory.spec import Spec
 
-Embed = Callable[[list[str]], "NDArray[np.float32]"]  # texts -> unit-norm vectors, one row per text
+Embed = Callable[[list[str]], Any]  # texts -> unit-norm vectors (a numpy array, one row per text)
 NOISY_SHARE = 0.5
 NEAR_DUP_COSINE = 0.9
 # in the order a value's kind is decided: the first that applies
