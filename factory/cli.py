@@ -7,7 +7,7 @@ import signal
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
@@ -16,6 +16,9 @@ from rich.table import Table
 
 from factory.spec import Spec, SpecError, load_spec
 from factory.store import Store, StoreError, default_db_path
+
+if TYPE_CHECKING:
+    from factory.attributes.lock import LockFile
 
 app = typer.Typer(help="attrfactory: labelled training data from a dataset spec and an LLM.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False)
@@ -61,7 +64,9 @@ def plan(spec: SpecArg) -> None:
         est = estimate(s)
     except _expected_errors() as exc:
         raise _fail(exc) from None
-    table = Table(title=f"{s.name}: {s.generation.method} with {s.generation.model}", show_header=False)
+    elicit_model = s.elicitation_generation.model
+    table = Table(title=f"{s.name}: {s.generation.method} with {s.generation.model}"
+                  + (f" (elicitation: {elicit_model})" if elicit_model != s.generation.model else ""), show_header=False)
     for dim, n in est.values_per_dimension.items():
         table.add_row(f"values: {dim}", f"{n}" + (" (to elicit)" if dim in est.elicited else ""))
     for cls, n in est.combinations.items():
@@ -72,7 +77,11 @@ def plan(spec: SpecArg) -> None:
                   f"{est.elicitation_requests:,} elicitation)")
     table.add_row("tokens (expected / at most)", f"{est.tokens_expected:,} / "
                   f"{est.prompt_tokens + est.completion_tokens_max:,}")
-    table.add_row("cost USD (expected / at most)", f"${est.usd_expected:.4f} / ${est.usd_max:.4f}")
+    table.add_row(f"generation cost USD ({s.generation.model}; expected / at most)",
+                  f"${est.usd_expected:.4f} / ${est.usd_max:.4f}")
+    if est.elicitation_requests:
+        table.add_row(f"elicitation cost USD ({s.elicitation_generation.model}; at most)",
+                      f"${est.elicitation_usd_max:.4f} ({est.elicitation_tokens_max:,} tokens)")
     b = s.budget
     table.add_row("budget caps", f"requests {b.max_requests or '-'}, tokens {b.max_tokens or '-'}, "
                   f"usd {b.max_usd or '-'}")
@@ -130,6 +139,27 @@ def lock(spec: SpecArg, db: DbOpt = None, refresh: RefreshOpt = False) -> None:
     total = sum(len(ds) for by_class in locked.caf.values() for ds in by_class.values())
     table.add_row("CAF", f"{dropped} of {total} class-dependent values dropped")
     console.print(table)
+    _print_quality(s, locked)
+
+
+def _print_quality(s: Spec, locked: LockFile) -> None:
+    """The elicitation quality table of a lock, and a yellow warning per value list that is mostly noise."""
+    from factory.attributes.lock import lock_quality, noisy_warnings, quality_rows
+
+    quality = lock_quality(s, locked)
+    rows = quality_rows(quality)
+    if not rows:
+        return
+    table = Table(title="elicitation quality (degenerate: repeated, identifier, number, class name, duplicate)")
+    for column in ("dimension / class", "values", "degenerate", "kinds", "mean cosine", "embedding"):
+        table.add_column(column)
+    for r in rows:
+        cosine = "-" if r["mean_cosine"] is None else f"{r['mean_cosine']:.3f}"
+        table.add_row(f"{r['dimension']} / {r['class']}", str(r["values"]),
+                      f"{r['degenerate']} ({100 * r['share']:.0f}%)", r["kinds"], cosine, r["embedding"])
+    console.print(table)
+    for line in noisy_warnings(quality):
+        console.print(f"[yellow]warning[/yellow] {escape(line)}", highlight=False)
 
 
 @app.command()
@@ -147,12 +177,13 @@ def suggest(spec: SpecArg, n: Annotated[int, typer.Option(help="how many dimensi
     s = _load(spec)
 
     async def ask(endpoint) -> list[str]:  # type: ignore[no-untyped-def]
-        async with open_engine(s.generation, store, endpoint, Budget.from_spec(s.budget, s.generation.model)) as e:
+        gen = s.elicitation_generation
+        async with open_engine(gen, store, endpoint, Budget.from_spec(s.budget, gen.model)) as e:
             return await suggest_dimensions(s, e, n)
 
     with _store(db) as store:
         try:
-            with open_endpoint(s.generation) as endpoint:
+            with open_endpoint(s.elicitation_generation) as endpoint:
                 dims = asyncio.run(ask(endpoint))
         except _expected_errors() as exc:
             raise _fail(exc) from None

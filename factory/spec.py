@@ -193,9 +193,32 @@ class GenerationSpec(StrictModel):
     @field_validator("api_key_env")
     @classmethod
     def _is_env_name(cls, value: str) -> str:
-        if not ENV_NAME.match(value):
-            raise ValueError("must be the NAME of an environment variable (e.g. OPENAI_API_KEY), never the key")
-        return value
+        return _env_name(value)
+
+
+def _env_name(value: str) -> str:
+    if not ENV_NAME.match(value):
+        raise ValueError("must be the NAME of an environment variable (e.g. OPENAI_API_KEY), never the key")
+    return value
+
+
+ELICITATION_TEMPERATURE = 0.7
+
+
+class ElicitationSpec(StrictModel):
+    """The model (and endpoint) that elicits values, similar classes and CAF verdicts: a few dozen requests,
+    so it may be stronger than the one generating thousands. Unset fields default to ``generation``'s;
+    ``temperature`` defaults to :data:`ELICITATION_TEMPERATURE`."""
+
+    model: str | None = None
+    base_url: str | None = None
+    api_key_env: str | None = None
+    temperature: float | None = Field(default=None, ge=0, le=2)
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _is_env_name(cls, value: str | None) -> str | None:
+        return None if value is None else _env_name(value)
 
 
 class Price(StrictModel):
@@ -288,6 +311,7 @@ class Spec(StrictModel):
     attributes: dict[str, AttributeSpec] = Field(default_factory=dict)
     similar_classes: SimilarClassesSpec = Field(default_factory=SimilarClassesSpec)
     generation: GenerationSpec = Field(default_factory=GenerationSpec)
+    elicitation: ElicitationSpec = Field(default_factory=ElicitationSpec)
     budget: BudgetSpec = Field(default_factory=BudgetSpec)
     filters: FiltersSpec = Field(default_factory=FiltersSpec)
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
@@ -339,14 +363,32 @@ class Spec(StrictModel):
         return [c.name for c in self.classes]
 
     @property
+    def elicitation_generation(self) -> GenerationSpec:
+        """The generation settings elicitation requests are sent with: ``generation`` overridden by the set
+        fields of ``elicitation`` (model, endpoint, key variable)."""
+        e = self.elicitation
+        changes = {k: v for k, v in (("model", e.model), ("base_url", e.base_url), ("api_key_env", e.api_key_env))
+                   if v is not None}
+        return self.generation.model_copy(update=changes) if changes else self.generation
+
+    @property
+    def elicitation_temperature(self) -> float:
+        e = self.elicitation.temperature
+        return ELICITATION_TEMPERATURE if e is None else e
+
+    @property
     def source(self) -> Path | None:
         return self._source
 
     @property
     def hash(self) -> str:
         """A stable content hash: the same meaning gives the same hash, whatever the YAML formatting."""
-        # max_samples is a guard that changes nothing generated; leaving it out keeps older specs' hashes
-        dumped = self.model_dump(mode="json", exclude={"budget": {"max_samples"}})
+        # max_samples is a guard that changes nothing generated; leaving it out keeps older specs' hashes, and
+        # so does leaving out an elicitation section that sets nothing
+        exclude: dict[str, Any] = {"budget": {"max_samples"}}
+        if self.elicitation == ElicitationSpec():
+            exclude["elicitation"] = True
+        dumped = self.model_dump(mode="json", exclude=exclude)
         canonical = json.dumps(dumped, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 

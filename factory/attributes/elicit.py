@@ -86,7 +86,7 @@ def list_schema(n: int, enum: list[str] | None = None) -> dict[str, Any]:
 
 
 class Elicitor:
-    """Asks the spec's model for similar classes, attribute values and CAF judgements."""
+    """Asks the spec's elicitation model (:attr:`Spec.elicitation_generation`) for similar classes, attribute values and CAF judgements."""
 
     def __init__(self, spec: Spec, engine: Engine):
         self.spec = spec
@@ -97,8 +97,8 @@ class Elicitor:
     async def ask(self, prompt: str, schema: dict[str, Any], max_tokens: int, attempt: int) -> str:
         """One request (attempt ``attempt`` of a question); falls back to plain text where the server
         rejects ``response_format``."""
-        gen = self.spec.generation
-        params: dict[str, Any] = {"temperature": 0.7, "top_p": gen.top_p, "max_tokens": max_tokens,
+        gen = self.spec.elicitation_generation
+        params: dict[str, Any] = {"temperature": self.spec.elicitation_temperature, "top_p": gen.top_p, "max_tokens": max_tokens,
                                   "seed": gen.seed + attempt}
         if self.structured:
             params["response_format"] = schema
@@ -133,7 +133,7 @@ class Elicitor:
             if len(found) >= n:
                 return found[:n]
         if not found:
-            raise ElicitationError(f"no usable {what} from {self.spec.generation.model} after {MAX_ASKS} asks")
+            raise ElicitationError(f"no usable {what} from {self.spec.elicitation_generation.model} after {MAX_ASKS} asks")
         log.warning("only %d of %d %s after %d asks", len(found), n, what, MAX_ASKS)
         return found
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import yaml
 from pydantic import Field, field_validator
@@ -16,6 +17,7 @@ from pydantic import Field, field_validator
 from factory.attributes.values import ALL, AttributeSet, build_attribute_set, elicited_dimensions, needs_similar
 from factory.attributes.caf import CafDecision
 from factory.attributes.elicit import Elicited
+from factory.attributes.quality import GroupQuality, as_record, spec_quality
 from factory.keys import digest
 from factory.spec import Spec, SpecError, SpecIssue, StrictModel, parse_yaml_model
 
@@ -33,6 +35,24 @@ class LockedCaf(StrictModel):
 class LockedRejection(StrictModel):
     value: str
     reason: str
+
+
+class LockedQuality(StrictModel):
+    """:func:`factory.attributes.quality.as_record` of one value list: degenerate values by kind, and how
+    distinct the values are (mean pairwise cosine; None where the embedding checks were skipped)."""
+
+    values: int
+    degenerate: int
+    counts: dict[str, int] = Field(default_factory=dict)
+    mean_cosine: float | None = None
+    embedding: str = "skipped"
+    flagged: list[LockedRejection] = Field(default_factory=list)
+
+    @property
+    def noisy(self) -> bool:
+        from factory.attributes.quality import NOISY_SHARE
+
+        return self.values > 0 and self.degenerate / self.values > NOISY_SHARE
 
 
 class LockedDimension(StrictModel):
@@ -59,6 +79,8 @@ class LockFile(StrictModel):
     caf: dict[str, dict[str, list[LockedCaf]]] = Field(default_factory=dict)
     # values dropped right after elicitation: dimension -> class ("" for class-independent) -> value, reason
     rejected: dict[str, dict[str, list[LockedRejection]]] = Field(default_factory=dict)
+    # elicitation quality: dimension -> class ("" for class-independent) -> counts (derived from the values)
+    quality: dict[str, dict[str, LockedQuality]] = Field(default_factory=dict)
 
 
 def lock_path(spec: Spec) -> Path:
@@ -69,15 +91,17 @@ def lock_path(spec: Spec) -> Path:
 
 
 def inputs_hash(spec: Spec) -> str:
-    """What the elicitation depended on: a lock made for other inputs is stale."""
-    return digest({
+    """What the elicitation depended on: a lock made for other inputs is stale. The elicitation model counts
+    (:attr:`Spec.elicitation_generation`); an elicitation temperature only where the spec sets one."""
+    extra = {} if spec.elicitation.temperature is None else {"temperature": spec.elicitation.temperature}
+    return digest({**extra,
         "classes": [c.model_dump() for c in spec.classes], "domain": spec.domain, "task": spec.task,
         "attributes": {d: spec.attributes[d].model_dump() for d in elicited_dimensions(spec)},
         "k": spec.similar_classes.k if needs_similar(spec) else 0, "caf": spec.filters.caf,
-        "model": spec.generation.model})[:16]
+        "model": spec.elicitation_generation.model})[:16]
 
 
-def to_lock(spec: Spec, elicited: Elicited) -> LockFile:
+def to_lock(spec: Spec, elicited: Elicited, quality: list[GroupQuality] | None = None) -> LockFile:
     caf: dict[str, dict[str, list[LockedCaf]]] = {}
     for d in elicited.caf:
         caf.setdefault(d.dimension, {}).setdefault(d.class_name, []).append(
@@ -87,9 +111,52 @@ def to_lock(spec: Spec, elicited: Elicited) -> LockFile:
         rejected.setdefault(r.dimension, {}).setdefault(r.class_name, []).append(
             LockedRejection(value=r.value, reason=r.reason))
     dims = {d: LockedDimension(values=v[ALL] if set(v) == {ALL} else v) for d, v in elicited.values.items()}
-    return LockFile(spec=spec.name, inputs_hash=inputs_hash(spec), model=spec.generation.model,
+    return LockFile(spec=spec.name, inputs_hash=inputs_hash(spec), model=spec.elicitation_generation.model,
                     created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                    similar_classes=elicited.similar, attributes=dims, caf=caf, rejected=rejected)
+                    similar_classes=elicited.similar, attributes=dims, caf=caf, rejected=rejected,
+                    quality=quality_section(quality or []))
+
+
+def quality_section(groups: list[GroupQuality]) -> dict[str, dict[str, LockedQuality]]:
+    """The lock's ``quality`` field from :func:`factory.attributes.quality.spec_quality`."""
+    out: dict[str, dict[str, LockedQuality]] = {}
+    for g in groups:
+        out.setdefault(g.dimension, {})[g.class_name] = LockedQuality.model_validate(as_record(g))
+    return out
+
+
+def locked_values(lock: LockFile) -> dict[str, dict[str, list[str]]]:
+    """The lock's values as dimension -> class (ALL for class-independent) -> values."""
+    return {d: (dict(a.values) if isinstance(a.values, dict) else {ALL: list(a.values)})
+            for d, a in lock.attributes.items()}
+
+
+def lock_quality(spec: Spec, lock: LockFile) -> dict[str, dict[str, LockedQuality]]:
+    """The quality of every value list of the lock: as recorded, else (an older lock, a list edited since)
+    measured now, without embeddings."""
+    values = locked_values(lock)
+    missing = {d: {c: vs for c, vs in by_class.items() if c not in lock.quality.get(d, {})}
+               for d, by_class in values.items()}
+    measured = quality_section(spec_quality(spec, {d: m for d, m in missing.items() if m}, None, "skipped: not measured"))
+    return {d: {c: lock.quality.get(d, {}).get(c) or measured[d][c] for c in by_class} for d, by_class in values.items()}
+
+
+def quality_rows(quality: dict[str, dict[str, LockedQuality]]) -> list[dict[str, Any]]:
+    """One plain row per value list, for tables (CLI, report, Dagster metadata)."""
+    return [{"dimension": dim, "class": cls or "all", "values": q.values, "degenerate": q.degenerate,
+             "share": round(q.degenerate / q.values, 3) if q.values else 0.0,
+             "kinds": ", ".join(f"{k.replace('_', ' ')} {n}" for k, n in q.counts.items()) or "-",
+             "mean_cosine": q.mean_cosine, "embedding": q.embedding, "noisy": q.noisy,
+             "examples": [f.value for f in q.flagged[:3]]}
+            for dim, by_class in quality.items() for cls, q in by_class.items()]
+
+
+def noisy_warnings(quality: dict[str, dict[str, LockedQuality]]) -> list[str]:
+    """One line per value list that is mostly noise (over half of it degenerate), with what to do."""
+    return [f"{r['dimension']} / {r['class']}: {r['degenerate']} of {r['values']} values are degenerate ({r['kinds']}; "
+            f"e.g. {', '.join(repr(e) for e in r['examples'])}): mostly noise; give them in the spec (values: or "
+            "values_file:) or elicit with a stronger model (elicitation.model)"
+            for r in quality_rows(quality) if r["noisy"]]
 
 
 def write_lock(path: Path, lock: LockFile) -> None:
@@ -132,9 +199,7 @@ def attribute_set(spec: Spec, lock: LockFile | None) -> AttributeSet:
     """The spec's given values and the lock's elicited ones, as one attribute set."""
     if lock is None:
         return build_attribute_set(spec)
-    elicited = {d: (dict(a.values) if isinstance(a.values, dict) else {ALL: list(a.values)})
-                for d, a in lock.attributes.items()}
-    return build_attribute_set(spec, elicited, lock.similar_classes)
+    return build_attribute_set(spec, locked_values(lock), lock.similar_classes)
 
 
 def caf_decisions(lock: LockFile) -> list[CafDecision]:

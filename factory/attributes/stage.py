@@ -7,13 +7,15 @@ import asyncio
 import logging
 from pathlib import Path
 
-from factory.attributes.elicit import Elicitor
+from factory.attributes.elicit import Elicited, Elicitor
+from factory.attributes.quality import default_embed, spec_quality
 from factory.attributes.lock import (
     LockFile,
     attribute_set,
     caf_decisions,
     check_lock,
     lock_path,
+    noisy_warnings,
     read_lock,
     to_lock,
     write_lock,
@@ -30,7 +32,8 @@ log = logging.getLogger("factory.attributes")
 
 def record_lock(store: Store, spec: Spec, lock: LockFile, source: str) -> None:
     """Store the lock's content as a new attribute version, unless the newest version is the same."""
-    content = lock.model_dump(exclude={"created"} | ({"rejected"} if not lock.rejected else set()))
+    # quality is derived from the values (and from whether the embedding model is installed): never a new version
+    content = lock.model_dump(exclude={"created", "quality"} | ({"rejected"} if not lock.rejected else set()))
     fingerprint = digest(content)[:16]
     if store.latest_elicitation(spec.hash)[1] == fingerprint:
         return
@@ -43,16 +46,21 @@ def record_lock(store: Store, spec: Spec, lock: LockFile, source: str) -> None:
     store.save_elicitation(spec.hash, source, lock.model, fingerprint, values, similar, caf)
 
 
-async def _elicit(spec: Spec, store: Store, endpoint: Endpoint) -> LockFile:
-    budget = Budget.from_spec(spec.budget, spec.generation.model)
-    async with open_engine(spec.generation, store, endpoint, budget) as engine:
-        elicited = await Elicitor(spec, engine).run(elicited_dimensions(spec), needs_similar(spec))
-    return to_lock(spec, elicited)
+async def _elicit(spec: Spec, store: Store, endpoint: Endpoint) -> Elicited:
+    gen = spec.elicitation_generation
+    budget = Budget.from_spec(spec.budget, gen.model)
+    async with open_engine(gen, store, endpoint, budget) as engine:
+        return await Elicitor(spec, engine).run(elicited_dimensions(spec), needs_similar(spec))
 
 
-def elicit_lock(spec: Spec, store: Store, endpoint: Endpoint) -> LockFile:
-    """Elicit through ``endpoint``, write the lock file next to the spec (if it has a file), store it."""
-    lock = asyncio.run(_elicit(spec, store, endpoint))
+def elicit_lock(spec: Spec, store: Store, endpoint: Endpoint, embed: bool = True) -> LockFile:
+    """Elicit through ``endpoint``, measure the values' quality (with embeddings where ``embed`` and the
+    model is installed), write the lock file next to the spec (if it has a file), store it."""
+    elicited = asyncio.run(_elicit(spec, store, endpoint))
+    fn, why = default_embed() if embed else (None, "skipped: not asked for")
+    lock = to_lock(spec, elicited, spec_quality(spec, elicited.values, fn, why))
+    for line in noisy_warnings(lock.quality):
+        log.warning("%s", line)
     if spec.source is not None:
         try:
             write_lock(lock_path(spec), lock)
@@ -82,7 +90,7 @@ def resolve_lock(spec: Spec, store: Store, endpoints: EndpointProvider, refresh:
     if found is not None:
         record_lock(store, spec, found[0], "lock")
         return found[0], False
-    return elicit_lock(spec, store, endpoints.endpoint(spec.generation)), True
+    return elicit_lock(spec, store, endpoints.endpoint(spec.elicitation_generation)), True
 
 
 def resolve_attributes(spec: Spec, store: Store, endpoints: EndpointProvider, refresh: bool = False

@@ -22,7 +22,7 @@ from dagster import (
     multi_asset,
 )
 
-from factory.attributes.lock import LockFile
+from factory.attributes.lock import LockFile, lock_quality, noisy_warnings, quality_rows
 from factory.attributes.stage import resolve_attributes
 from factory.attributes.values import AttributeSet
 from factory.defs import checks
@@ -63,6 +63,20 @@ def _caf_metadata(lock: LockFile | None) -> dict[str, Any]:
             "dropped_values": MetadataValue.json([d.value for d in decisions if d.dropped][:50])}
 
 
+def _quality_metadata(spec: Spec, lock: LockFile | None) -> dict[str, Any]:
+    """The elicitation quality of the lock's values: a table, the rows as JSON, the noisy lists."""
+    if lock is None:
+        return {}
+    quality = lock_quality(spec, lock)
+    rows = quality_rows(quality)
+    table = "| dimension | class | values | degenerate | kinds | mean cosine |\n|---|---|---|---|---|---|\n" + "".join(
+        f"| {r['dimension']} | {r['class']} | {r['values']} | {r['degenerate']} | {r['kinds']} | "
+        f"{'skipped' if r['mean_cosine'] is None else r['mean_cosine']} |\n" for r in rows)
+    return {"elicitation_quality": MetadataValue.md(table),
+            "elicitation_quality_rows": MetadataValue.json(rows),
+            "noisy_value_lists": MetadataValue.json(noisy_warnings(quality))}
+
+
 @multi_asset(
     partitions_def=SPECS, group_name=GROUP,
     outs={"similar_classes": AssetOut(description="The k most similar classes of each class."),
@@ -83,7 +97,7 @@ def attributes(context: AssetExecutionContext, spec: Spec, store: StoreResource,
         "values": MetadataValue.md(_values_table(attrs)),
         "values_per_dimension": MetadataValue.json({d: sum(len(v) for v in bc.values())
                                                      for d, bc in attrs.values.items()}),
-        "locked": lock is not None})
+        "locked": lock is not None, **_quality_metadata(spec, lock)})
     yield Output(attrs, "caf_filtered_values", metadata=_caf_metadata(lock))
 
 

@@ -16,11 +16,14 @@ from factory.attributes.values import (
     method_values,
     needs_similar,
 )
+from factory.attributes.elicit import TOKENS_PER_VALUE
 from factory.generation.llm.budget import cost_usd
 from factory.generation.plan import Plan
 from factory.spec import AttributeSpec, Spec, SpecError
 
 TOKENS_PER_WORD = 1.35
+ELICIT_PROMPT_TOKENS = 150  # a value, similar-class or CAF prompt, about
+CAF_REPLY_TOKENS = 64  # factory.attributes.caf asks for at most this much
 SAMPLED_UNITS = 64  # units per class whose prompts are rendered to estimate prompt tokens
 
 
@@ -36,6 +39,8 @@ class Estimate:
     usd_expected: float
     usd_max: float
     elicited: list[str] = field(default_factory=list)
+    elicitation_tokens_max: int = 0
+    elicitation_usd_max: float = 0.0  # priced as the elicitation model (Spec.elicitation_generation)
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -67,17 +72,23 @@ def _placeholder_attributes(spec: Spec) -> tuple[AttributeSet, list[str]]:
     return AttributeSet(values, similar), elicited
 
 
-def _elicitation_requests(spec: Spec, elicited: list[str]) -> int:
+def _elicitation_requests(spec: Spec, elicited: list[str]) -> tuple[int, int]:
+    """Elicitation requests (first asks) and their completion tokens at most."""
     n_classes = len(spec.classes)
-    total = 0
+    total = completion = 0
     for dim in elicited:
         attr = spec.attributes[dim]
-        total += n_classes if attr.per_class else 1
-        if attr.per_class and spec.filters.caf and attr.elicit:
-            total += n_classes * attr.elicit.n
-    if needs_similar(spec):
+        n = attr.elicit.n if attr.elicit else 10
+        asks = n_classes if attr.per_class else 1
+        total += asks
+        completion += asks * (TOKENS_PER_VALUE * n + 24)
+        if attr.per_class and spec.filters.caf and attr.elicit and spec.task == "multiclass":
+            total += n_classes * n
+            completion += n_classes * n * CAF_REPLY_TOKENS
+    if elicited and needs_similar(spec):
         total += n_classes
-    return total
+        completion += n_classes * (12 * spec.similar_classes.k + 24)
+    return total, completion
 
 
 def _expected_words(spec: Spec, attrs: AttributeSet) -> float:
@@ -113,9 +124,13 @@ def estimate(spec: Spec) -> Estimate:
     expected = int(min(gen.max_tokens, _expected_words(spec, attrs) * TOKENS_PER_WORD) * samples)
     most = gen.max_tokens * samples
     price = spec.budget.price(gen.model)
+    elicit_requests, elicit_completion = _elicitation_requests(spec, elicited)
+    elicit_prompt = elicit_requests * ELICIT_PROMPT_TOKENS
     est = Estimate(plan.combinations(), {d: max(len(v) for v in attrs.values[d].values()) for d in attrs.values},
-                   plan.requests, _elicitation_requests(spec, elicited), prompt_tokens, expected, most,
-                   cost_usd(price, prompt_tokens, expected), cost_usd(price, prompt_tokens, most), elicited)
+                   plan.requests, elicit_requests, prompt_tokens, expected, most,
+                   cost_usd(price, prompt_tokens, expected), cost_usd(price, prompt_tokens, most), elicited,
+                   elicit_prompt + elicit_completion,
+                   cost_usd(spec.budget.price(spec.elicitation_generation.model), elicit_prompt, elicit_completion))
     est.warnings = _budget_warnings(spec, est)
     return est
 
@@ -127,10 +142,13 @@ def _budget_warnings(spec: Spec, est: Estimate) -> list[str]:
         out.append(f"needs ~{est.requests} requests but max_requests={b.max_requests}: the run will stop early")
     if b.max_tokens and est.tokens_expected > b.max_tokens:
         out.append(f"needs ~{est.tokens_expected} tokens but max_tokens={b.max_tokens}: the run will stop early")
-    if b.max_usd and est.usd_expected > b.max_usd:
-        out.append(f"needs ~${est.usd_expected:.2f} but max_usd={b.max_usd}: the run will stop early")
-    if b.max_usd and spec.generation.model not in b.prices:
-        out.append(f"max_usd is set but budget.prices has no entry for {spec.generation.model!r}: cost counts as $0")
+    if b.max_usd and est.usd_expected + est.elicitation_usd_max > b.max_usd:
+        out.append(f"needs ~${est.usd_expected + est.elicitation_usd_max:.2f} but max_usd={b.max_usd}: "
+                   "the run will stop early")
+    models = dict.fromkeys([spec.generation.model] + ([spec.elicitation_generation.model] if est.elicited else []))
+    for model in models:
+        if b.max_usd and model not in b.prices:
+            out.append(f"max_usd is set but budget.prices has no entry for {model!r}: cost counts as $0")
     for cls, n in est.combinations.items():
         if spec.generation.method == "attrprompt" and n < b.samples_per_class / 2:
             out.append(f"class {cls!r}: only {n} attribute combinations for {b.samples_per_class} samples")

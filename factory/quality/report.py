@@ -135,6 +135,23 @@ def _bias_tables(metrics: dict[str, dict[str, float | None]]) -> list[dict[str, 
     return out
 
 
+def elicitation_quality(spec: Spec) -> dict[str, Any] | None:
+    """The elicitation quality of the spec's lock file (rows and noisy-list warnings); None without a
+    usable lock."""
+    from factory.attributes.lock import lock_quality, noisy_warnings, quality_rows
+    from factory.attributes.stage import existing_lock
+    from factory.spec import SpecError
+
+    try:
+        found = existing_lock(spec)
+    except (SpecError, OSError):
+        return None
+    if found is None:
+        return None
+    quality = lock_quality(spec, found[0])
+    return {"rows": quality_rows(quality), "warnings": noisy_warnings(quality)} if quality else None
+
+
 def report_data(spec: Spec, store: Store) -> dict[str, Any]:
     """Everything the report shows, as plain data (no charts)."""
     metrics = _metrics_by_scope(store, spec.hash)
@@ -185,6 +202,7 @@ def report_data(spec: Spec, store: Store) -> dict[str, Any]:
         "bias": _bias_tables(metrics), "compare": comparable_specs(spec, store),
         "dropped_examples": store.dropped_examples(spec.hash), "examples": examples,
         "runs": runs, "has_quality": bool(metrics.get("overall")) or bool(summary),
+        "elicitation_quality": elicitation_quality(spec),
     }
 
 

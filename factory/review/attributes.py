@@ -82,6 +82,7 @@ def edit_lock(spec: Spec, dimension: str, class_name: str, value: str, new_value
         if not new_value or new_value.lower() in {v.lower() for v in items if v != value}:
             raise EditError(f"{dimension}/{class_name or 'all'}: {new_value!r} is empty or already a value")
         items[items.index(value)] = new_value
+    data.get("quality", {}).get(dimension, {}).pop(class_name, None)  # measured again when shown
     edited = LockFile.model_validate(data)
     check_lock(spec, edited, path)
     write_lock(path, edited)
