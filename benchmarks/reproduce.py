@@ -43,7 +43,7 @@ and for each arm the smallest budget fraction whose mean F1 reaches SimPrompt's 
 The defaults (2 data sets x 5 arms x 3 seeds x 30 samples per class = 2,700 requests of at most 64
 tokens, plus elicitation) take hours on a 2-core machine; after each run the script prints the rate so
 far and the projected generation time left. ``--quick`` (AG News, 2 seeds, 2 samples per class, 24
-tokens, 3 elicited values, 60 test rows, fractions 0.5,1.0) runs every arm in about three minutes. Nothing
+tokens, 2 elicited values a dimension, 2 few-shot examples, 60 test rows, fractions 0.5,1.0) runs every arm in about three minutes. Nothing
 here is hard-coded: every number printed is measured in the run.
 """
 
@@ -107,8 +107,8 @@ ARMS: dict[str, tuple[str, str | None]] = {
     "zeroshot": ("zeroshot", None),
 }
 BASELINE = "simprompt"
-QUICK = {"datasets": "agnews", "seeds": "1,2", "samples_per_class": 2, "max_tokens": 24, "elicit_n": 3,
-         "max_test": 60, "fractions": "0.5,1.0"}
+QUICK = {"datasets": "agnews", "seeds": "1,2", "samples_per_class": 2, "max_tokens": 24, "elicit_n": 2,
+         "fewshot_k": 2, "max_test": 60, "fractions": "0.5,1.0"}
 
 
 def write_spec(out_dir: Path, dataset: str, arm: str, seed: int, args: argparse.Namespace, test_path: Path,
@@ -285,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--samples-per-class", type=int, default=None, help="default 30")
     p.add_argument("--max-tokens", type=int, default=None, help="default 64")
     p.add_argument("--elicit-n", type=int, default=None, help="values elicited per dimension in attrprompt-llm (default 10)")
-    p.add_argument("--fewshot-k", type=int, default=3, help="real examples per fewshot request")
+    p.add_argument("--fewshot-k", type=int, default=None, help="real examples per fewshot request (default 3)")
     p.add_argument("--max-test", type=int, default=None, help="test rows (seeded sample); 0 = all (default 1000)")
     p.add_argument("--fractions", default=None, help="default 0.1,0.25,0.5,1.0")
     p.add_argument("--budget-order", default="plan", choices=["plan", "generated", "interleaved"])
@@ -299,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
                    + " (options given explicitly win)")
     args = p.parse_args(argv)
     defaults = {"datasets": "agnews,sst2", "seeds": "1,2,3", "samples_per_class": 30, "max_tokens": 64,
-                "elicit_n": 10, "max_test": 1000, "fractions": "0.1,0.25,0.5,1.0"}
+                "elicit_n": 10, "fewshot_k": 3, "max_test": 1000, "fractions": "0.1,0.25,0.5,1.0"}
     for key, value in (QUICK if args.quick else defaults).items():
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -415,8 +415,7 @@ def main(argv: list[str] | None = None) -> int:
             agg = aggregate([r for r in runs if r["dataset"] == dataset], arms, args.fractions)
             aggregates[dataset] = agg
             chart = plot(dataset, agg, out_dir / f"f1_vs_budget_{dataset}.png",
-                         f"{dataset}: linear-probe macro-F1 against budget, mean ± sd over seeds {seeds} "
-                         f"(offline SmolLM2)")
+                         f"{dataset}: linear-probe macro-F1 against budget, mean ± sd over {len(seeds)} seeds")
             charts[dataset] = str(chart)
             print(f"chart {chart}", flush=True)
 
