@@ -43,9 +43,9 @@ and for each arm the smallest budget fraction whose mean F1 reaches SimPrompt's 
 The defaults (2 data sets x 5 arms x 3 seeds x 30 samples per class = 2,700 requests of at most 64
 tokens, plus elicitation) take hours on a 2-core machine; after each run the script prints the rate so
 far and the projected generation time left. ``--quick`` (AG News, 2 seeds, 2 samples per class, 24
-tokens, 2 elicited values a dimension, 2 few-shot examples, 60 test rows, fractions 0.5,1.0) runs every arm (10 runs, 80 requests plus elicitation); it took 4-5 minutes on a 2-core
-machine shared with other jobs (load 3-6), generation and elicitation dominating. Nothing
-here is hard-coded: every number printed is measured in the run.
+tokens, 2 elicited values a dimension, 2 few-shot examples, 60 test rows, fractions 0.5,1.0) runs every
+arm: 10 runs, 80 requests plus elicitation; it took 4-5 minutes on a 2-core machine shared with other
+jobs (load 3-6), generation and elicitation dominating. Nothing here is hard-coded: every number printed is measured in the run.
 """
 
 from __future__ import annotations
