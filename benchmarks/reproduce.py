@@ -45,7 +45,8 @@ tokens, plus elicitation) take hours on a 2-core machine; after each run the scr
 far and the projected generation time left. ``--quick`` (AG News, 2 seeds, 2 samples per class, 24
 tokens, 2 elicited values a dimension, 2 few-shot examples, 60 test rows, fractions 0.5,1.0) runs every
 arm: 10 runs, 80 requests plus elicitation; it took 4-5 minutes on a 2-core machine shared with other
-jobs (load 3-6), generation and elicitation dominating. Nothing here is hard-coded: every number printed is measured in the run.
+jobs (load 3-6), generation and elicitation dominating. Nothing here is hard-coded: every number
+printed is measured in the run.
 """
 
 from __future__ import annotations
