@@ -202,3 +202,26 @@ def test_compare_report_across_two_specs(tmp_path: Path) -> None:
     assert 'src="data:image/png;base64,' in page
     bad = runner.invoke(app, ["report", *map(str, paths), "--db", str(db)])
     assert bad.exit_code == 2 and "--compare" in bad.output
+
+
+def test_the_asset_graph_measures_the_gap_and_shows_it_in_the_metadata(tmp_path: Path) -> None:
+    """The Dagster path: the classifier job is handed the spec as text and the staged test and train sets
+    (a values_file relative to the spec still works), trains on synthetic, gold and both, and the evaluation
+    asset's metadata carries the gap, accuracy per agreement bin and the warning."""
+    from factory.defs.local import materialization_metadata, materialize_spec
+
+    _task_files(tmp_path)
+    (tmp_path / "styles.txt").write_text("report\ninterview\n")
+    with FaultServer(seed=2) as server:
+        path = tmp_path / "news_graph.yaml"
+        path.write_text(SPEC.format(name="news_graph", method="attrprompt", base_url=server.base_url)
+                        .replace("values: [report, interview]", "values_file: styles.txt")
+                        .replace("generation:", "similar_classes: {k: 0}\ngeneration:"))
+        result = materialize_spec(path, tmp_path / "f.duckdb", export_dir=tmp_path / "exports")
+    meta = materialization_metadata(result, "evaluation")
+    assert set(meta["macro_f1_by_source"]) == {"synthetic", "gold", "synthetic+gold"}
+    f1 = meta["macro_f1_by_source"]
+    assert meta["gap_gold_minus_synthetic"] == pytest.approx(f1["gold"] - f1["synthetic"], abs=1e-4)
+    bins = meta["accuracy_by_agreement"]["synthetic"]
+    assert [b["agreement"] for b in bins] == ["0.5", "0.75", "1"] and sum(b["n"] for b in bins) == 18
+    assert "F1 below real data" in meta["warning"]

@@ -31,6 +31,8 @@ from factory.defs.runners import KubernetesTrainRunner, StagedJob, TrainJobRunne
 from factory.generation.plan import Plan, fewshot_examples
 from factory.generation.run import generation_stage
 from factory.spec import Spec
+from factory.training.subjectivity import TaskRow, task_row
+from factory.training.subjectivity import advice as subjectivity_advice
 
 SPECS = DynamicPartitionsDefinition(name="spec")
 GROUP = "factory"
@@ -181,31 +183,33 @@ def quality(context: AssetExecutionContext, spec: Spec, store: StoreResource, ll
         **({"diversity": _chart_md(diversity)} if diversity else {}), "notes": MetadataValue.json(result.notes)})
 
 
-def _test_set(s: Spec) -> Path | None:
-    """The spec's real test set when it names one that exists here; None otherwise."""
-    if s.evaluation.test_set is None:
+def _real_file(s: Spec, ref: Any) -> Path | None:
+    """A labelled file the spec names (test or train set) when it resolves to a file here; None otherwise."""
+    if ref is None:
         return None
     try:
-        path = s.resolve_path(s.evaluation.test_set.path)
+        path = s.resolve_path(ref.path)
     except ValueError:  # an unset ${VAR}
         return None
     return path if path.is_file() else None
 
 
 def _stage_job(s: Spec, key: str, export_dir: str, store: StoreResource, test_set: Path) -> tuple[StagedJob, int]:
-    """Export the kept samples and copy the test set (and the spec) into the job's own folder: the job, maybe
-    in a pod, sees only this folder."""
+    """Export the kept samples and copy the real test (and train) set into the job's own folder: the job,
+    maybe in a pod, sees only this folder, and the spec as text."""
     work = Path(export_dir) / "train" / key
     work.mkdir(parents=True, exist_ok=True)
     samples, staged_test = work / "samples.parquet", work / f"test{test_set.suffix}"
     with store.open() as st:
         n = st.export_samples(s.hash, samples, "parquet")
     shutil.copyfile(test_set, staged_test)
-    spec_file = None
-    if s.source is not None:
-        spec_file = samples.with_suffix(".yaml")
-        shutil.copyfile(s.source, spec_file)
-    return StagedJob(spec_file, samples, staged_test), n
+    train_set = _real_file(s, s.evaluation.train_set)
+    staged_train = None
+    if train_set is not None:
+        staged_train = work / f"train{train_set.suffix}"
+        shutil.copyfile(train_set, staged_train)
+    text = s.source.read_text(encoding="utf-8") if s.source else s.model_dump_json()
+    return StagedJob(text, samples, staged_test, staged_train), n
 
 
 @asset(partitions_def=SPECS, group_name=GROUP, deps=["filtered_samples"],
@@ -214,7 +218,7 @@ def _stage_job(s: Spec, key: str, export_dir: str, store: StoreResource, test_se
 def classifier(context: AssetExecutionContext, spec: Spec, store: StoreResource, train_runner: TrainJobRunner,
                options: RunOptions) -> MaterializeResult:
     s = spec
-    test_set = _test_set(s)
+    test_set = _real_file(s, s.evaluation.test_set)
     if test_set is None:
         context.log.info("no usable evaluation.test_set: nothing to train against")
         return MaterializeResult(metadata={"skipped": "the spec names no test set that exists here"})
@@ -243,7 +247,9 @@ def evaluation(context: AssetExecutionContext, spec: Spec, store: StoreResource,
 
     s = spec
     with store.open() as st:
-        rows = [r for r in st.evaluations([s.hash]) if r["train_source"] == "synthetic"]
+        every = st.evaluations([s.hash])
+        task = task_row(s.name, s.hash, s.generation.method, every, st.metrics(s.hash, "overall"))
+    rows = [r for r in every if r["train_source"] == "synthetic"]
     if not rows:
         yield Output(None, "evaluation", metadata={"evaluations": 0})
     else:
@@ -257,9 +263,26 @@ def evaluation(context: AssetExecutionContext, spec: Spec, store: StoreResource,
             "f1_vs_budget": MetadataValue.json([{"fraction": r["budget_fraction"], "requests": r["requests"],
                                                  "macro_f1": r["macro_f1"]} for r in curve]),
             "chart": MetadataValue.md(f"![F1 against budget](data:image/png;base64,"
-                                      f"{base64.b64encode(chart.read_bytes()).decode()})")})
+                                      f"{base64.b64encode(chart.read_bytes()).decode()})"),
+            **_subjectivity_metadata(task)})
     if s.evaluation.test_set is not None:  # else the check cannot apply: not evaluated, shown as skipped
         yield checks.evaluation_check(len(rows))
+
+
+def _subjectivity_metadata(task: TaskRow) -> dict[str, Any]:
+    """Li et al.'s view of one spec: macro-F1 per training source, the gap to real data, accuracy per
+    annotator-agreement bin, and the warning sentence (each only where it applies)."""
+    meta: dict[str, Any] = {"macro_f1_by_source": MetadataValue.json(task.f1)}
+    if task.gap is not None:
+        meta["gap_gold_minus_synthetic"] = float(task.gap)
+    if task.bins:
+        meta["accuracy_by_agreement"] = MetadataValue.json(
+            {source: [{"agreement": b["label"], "accuracy": b["accuracy"], "n": b["n"]} for b in bins]
+             for source, bins in task.bins.items()})
+    warning = subjectivity_advice(task)
+    if warning:
+        meta["warning"] = warning
+    return meta
 
 
 @asset(partitions_def=SPECS, group_name=GROUP, deps=["filtered_samples"],

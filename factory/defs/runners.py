@@ -16,11 +16,12 @@ from factory.spec import Spec
 
 @dataclass(frozen=True)
 class StagedJob:
-    """The files one train/eval job reads, as the launching process sees them."""
+    """What one train/eval job reads: the spec text and the staged files, as the launching process sees them."""
 
-    spec_file: Path | None
+    spec_yaml: str  # the spec as parsed (paths in it are not resolved by the job: the files below are)
     samples: Path
     test_set: Path
+    train_set: Path | None = None  # the real train set, for the gold comparisons
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,8 @@ class LocalTrainRunner(TrainJobRunner):
     def run(self, context: AssetExecutionContext, spec: Spec, job: StagedJob) -> JobOutcome:
         from factory.training.job import pipes_extras, train_job_command
 
-        extras = pipes_extras(job.spec_file, samples=job.samples, test_set=job.test_set)
+        extras = pipes_extras(spec_yaml=job.spec_yaml, samples=job.samples, test_set=job.test_set,
+                              train_set=job.train_set)
         invocation = PipesSubprocessClient().run(command=train_job_command(), context=context, extras=extras)
         return _outcome("local", invocation)
 
@@ -69,8 +71,8 @@ class KubernetesTrainRunner(TrainJobRunner):
             raise RuntimeError("the kubernetes runner needs FACTORY_DATA_PVC or FACTORY_DATA_HOST_PATH for the "
                                "job's data")
         to_pod = settings.data.pod_path
-        extras = pipes_extras(to_pod(job.spec_file) if job.spec_file else None, samples=to_pod(job.samples),
-                              test_set=to_pod(job.test_set))
+        extras = pipes_extras(spec_yaml=job.spec_yaml, samples=to_pod(job.samples), test_set=to_pod(job.test_set),
+                              train_set=to_pod(job.train_set) if job.train_set else None)
         invocation = run_train_job_k8s(context, spec.training, command=["python", "-m", "factory.training.job"],
                                        settings=settings, extras=extras)
         return _outcome("kubernetes", invocation)

@@ -166,17 +166,18 @@ def _load(opts: JobOptions) -> Spec:
     return parse_spec(str(opts.spec_yaml), file="<pipes extra spec_yaml>")
 
 
-def default_compare(spec: Spec) -> list[str]:
-    """The spec's ``evaluation.compare``; where it is not written and the spec names a real train set, all
-    three (synthetic, gold, synthetic+gold) while that file exists, so the gap to real data is measured."""
-    ref = spec.evaluation.train_set
-    if "compare" not in spec.evaluation.model_fields_set and ref is not None:
-        try:
-            if spec.resolve_path(ref.path).is_file():
-                return list(COMPARISONS)
-        except ValueError:  # an unset ${VAR}
-            pass
-    return list(spec.evaluation.compare)
+def default_compare(spec: Spec, train_set: str | None = None) -> list[str]:
+    """The spec's ``evaluation.compare``; where it is not written and a real train set is at hand (``train_set``,
+    else the spec's ``evaluation.train_set``), all three (synthetic, gold, synthetic+gold) while that file
+    exists, so the gap to real data is measured."""
+    if "compare" in spec.evaluation.model_fields_set:
+        return list(spec.evaluation.compare)
+    try:
+        path = Path(train_set) if train_set else (spec.resolve_path(spec.evaluation.train_set.path)
+                                                   if spec.evaluation.train_set else None)
+    except ValueError:  # an unset ${VAR}
+        path = None
+    return list(COMPARISONS) if path is not None and path.is_file() else list(spec.evaluation.compare)
 
 
 def run_job(opts: JobOptions, log: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True)
@@ -190,7 +191,7 @@ def run_job(opts: JobOptions, log: Callable[[str], None] = lambda m: print(m, fi
     config = TrainConfig.from_spec(spec, opts.trainer, opts.show_progress)
     if opts.seed is not None:
         config.seed = int(opts.seed)
-    compare = opts.compare or default_compare(spec)
+    compare = opts.compare or default_compare(spec, opts.train_set)
     fractions = opts.fractions or list(spec.training.budget_fractions)
     bad = [c for c in compare if c not in COMPARISONS]
     if bad:
