@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/reproduce.py [--datasets agnews,sst2] [--arms simprompt,attrprompt-llm,attrprompt-gpt35,fewshot,zeroshot]
+    python benchmarks/reproduce.py [--datasets agnews,sst2,financial_phrasebank] [--arms simprompt,attrprompt-llm,attrprompt-gpt35,fewshot,zeroshot]
                                    [--seeds 1,2,3] [--samples-per-class 30] [--max-tokens 64] [--elicit-n 10]
                                    [--max-test 1000] [--fractions 0.1,0.25,0.5,1.0] [--out-dir DIR]
                                    [--base-url URL] [--quick]
@@ -99,6 +99,20 @@ DATASETS: dict[str, dict[str, Any]] = {
         "attributes": {"subtopic": ("subtopics", True, None), "genre": ("genre/genre.txt", False, None),
                        "style": ("style/style.txt", False, None), "length": ("length/length.txt", False, "words")},
     },
+    # a subjective task (Li et al.): the test set carries per-sentence annotator agreement, so every
+    # evaluation also reports accuracy per agreement bin; no published AttrPrompt values exist for it
+    "financial_phrasebank": {
+        "test": "financial_phrasebank/test.jsonl",
+        "train": "financial_phrasebank/train.jsonl",
+        "domain": "sentence from financial news",
+        "data_source": "Financial PhraseBank",
+        "classes": [{"name": "negative", "description": "negative for investors"},
+                    {"name": "neutral", "description": "neutral for investors"},
+                    {"name": "positive", "description": "positive for investors"}],
+        "similar": {"negative": ["neutral"], "neutral": ["positive"], "positive": ["neutral"]},
+        "attrprompt": None,
+        "attributes": {},
+    },
 }
 # arm -> (generation method, where AttrPrompt's values come from)
 ARMS: dict[str, tuple[str, str | None]] = {
@@ -109,6 +123,11 @@ ARMS: dict[str, tuple[str, str | None]] = {
     "zeroshot": ("zeroshot", None),
 }
 BASELINE = "simprompt"
+
+
+def applies(dataset: str, arm: str) -> bool:
+    """AttrPrompt arms need the paper's published values for the data set."""
+    return ARMS[arm][0] != "attrprompt" or DATASETS[dataset]["attrprompt"] is not None
 QUICK = {"datasets": "agnews", "seeds": "1,2", "samples_per_class": 2, "max_tokens": 24, "elicit_n": 2,
          "fewshot_k": 2, "max_test": 60, "fractions": "0.5,1.0"}
 
@@ -345,7 +364,8 @@ def main(argv: list[str] | None = None) -> int:
           f"per class, max_tokens {args.max_tokens}, elicit n {args.elicit_n}, test rows {args.max_test or 'all'}, "
           f"fractions {args.fractions}, budget order {args.budget_order}", flush=True)
     started = time.time()
-    planned = len(arms) * len(seeds) * sum(len(DATASETS[d]["classes"]) for d in datasets) * args.samples_per_class
+    planned = len(seeds) * args.samples_per_class * sum(
+        len(DATASETS[d]["classes"]) * sum(applies(d, a) for a in arms) for d in datasets)
     done_requests, gen_seconds = 0, 0.0
     runs: list[dict[str, Any]] = []
     aggregates: dict[str, dict[str, Any]] = {}
@@ -362,8 +382,11 @@ def main(argv: list[str] | None = None) -> int:
         for dataset in datasets:
             test_path = sample_test(dataset, args.max_test or None, args.test_seed, out_dir)
             embedder = probe_embedder(TrainConfig())  # shared by every run: the test set is embedded once
+            skipped = [a for a in arms if not applies(dataset, a)]
+            if skipped:
+                print(f"{dataset}: arms {', '.join(skipped)} skipped (no published AttrPrompt values)", flush=True)
             for seed in seeds:
-                for arm in arms:
+                for arm in (a for a in arms if applies(dataset, a)):
                     run: dict[str, Any] = {"dataset": dataset, "arm": arm, "seed": seed, "method": ARMS[arm][0],
                                            "error": None}
                     runs.append(run)
@@ -414,7 +437,8 @@ def main(argv: list[str] | None = None) -> int:
                           f"macro-F1 {full['macro_f1']:.3f}, accuracy {full['accuracy']:.3f}; generate {gen_s:.0f}s, "
                           f"quality {quality_s:.0f}s, train+eval {train_s:.0f}s; {rate:.1f}s a request so far, about "
                           f"{rate * max(planned - done_requests, 0) / 60:.0f} min of generation left", flush=True)
-            agg = aggregate([r for r in runs if r["dataset"] == dataset], arms, args.fractions)
+            agg = aggregate([r for r in runs if r["dataset"] == dataset], [a for a in arms if applies(dataset, a)],
+                            args.fractions)
             aggregates[dataset] = agg
             chart = plot(dataset, agg, out_dir / f"f1_vs_budget_{dataset}.png",
                          f"{dataset}: linear-probe macro-F1 against budget, mean ± sd over {len(seeds)} seeds")
