@@ -470,11 +470,12 @@ def agreement_chart(rows: Sequence[TaskRow]) -> Chart | None:
         for b in first:
             ax.annotate(f"n={b['n']}", ((b["lo"] + b["hi"]) / 2, 0.02), ha="center", fontsize=7, color="#5a6677")
         ax.set_title(f"{_short(r.spec_name, 30)} ({r.method})", fontsize=10)
+        ax.margins(x=0.1)  # room for the first and last bin's n= label
         ax.set_xlabel("annotator agreement")
         ax.set_ylim(0, 1.05)
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("accuracy")
-    axes[0][0].legend(fontsize=8, loc="lower right")
+    axes[0][0].legend(fontsize=8, loc="upper left")  # the bottom holds the n= labels
     return Chart("subjectivity_agreement", "Accuracy against annotator agreement",
                  "Accuracy on the real test set per bin of annotator agreement (the share of annotators who "
                  "chose the label), one line per training source; n = test texts in the bin.", _png(fig))
