@@ -198,8 +198,6 @@ def _print_samples(db: Path, spec: Spec, per_class: int) -> None:
     """A few generated samples per class (text shortened, class, attributes): what the run made."""
     import json
 
-    from rich.markup import escape
-
     if per_class <= 0:
         return
     with _store(db, read_only=True) as store:

@@ -400,6 +400,21 @@ class Spec(StrictModel):
             path = self._source.parent / path
         return path
 
+    def existing_file(self, ref: DatasetRef | None) -> Path | None:
+        """The file ``ref`` names when it resolves to a file here; None when there is no ref, its
+        ``${VAR}`` is unset, or nothing is at that path."""
+        if ref is None:
+            return None
+        try:
+            path = self.resolve_path(ref.path)
+        except ValueError:  # an unset ${VAR}
+            return None
+        return path if path.is_file() else None
+
+    def text(self) -> str:
+        """The spec as its file says it (the YAML text), or as JSON for a spec that has no file."""
+        return self._source.read_text(encoding="utf-8") if self._source else self.model_dump_json()
+
 
 def _field_error(where: str, message: str) -> PydanticCustomError:
     """An error raised by a whole-spec check, pinned to the field (and so the line) it is about."""
@@ -587,10 +602,15 @@ def _path_fields(spec: Spec) -> Iterator[tuple[Loc, str, bool]]:
             yield ("evaluation", name, "path"), ref.path, False
 
 
-def _missing_values_file(spec: Spec, path: Path) -> str | None:
-    """Why a ``values_file`` cannot be read in a layout :func:`factory.attributes.values.load_values_file` takes."""
+def class_values_file(folder: Path, class_name: str) -> Path | None:
+    """A per-class ``values_file`` folder's file for ``class_name``: ``<class>.txt``, else ``<class>.jsonl``."""
+    return next((p for p in (folder / f"{class_name}.txt", folder / f"{class_name}.jsonl") if p.is_file()), None)
+
+
+def values_file_problem(spec: Spec, path: Path) -> str | None:
+    """Why a ``values_file`` (a file, or a folder of per-class files) cannot be read; None when it can."""
     if path.is_dir():
-        missing = [n for n in spec.class_names if not ((path / f"{n}.txt").is_file() or (path / f"{n}.jsonl").is_file())]
+        missing = [n for n in spec.class_names if class_values_file(path, n) is None]
         return f"no {missing[0]}.txt or {missing[0]}.jsonl in {path}" if missing else None
     return None if path.is_file() else f"{path} does not exist"
 
@@ -608,7 +628,7 @@ def _path_issues(spec: Spec, lines: dict[Loc, int], file: str) -> list[SpecIssue
         if not must_exist:
             continue
         path = spec.resolve_path(raw)
-        problem = _missing_values_file(spec, path) if loc[-1] == "values_file" else (
+        problem = values_file_problem(spec, path) if loc[-1] == "values_file" else (
             None if path.is_file() else f"{path} does not exist")
         if problem:
             issues.append(SpecIssue(file, line, field, problem))

@@ -220,7 +220,10 @@ class Store:
         self._check_version(read_only)
         has_reviews = self.con.execute("SELECT count(*) FROM information_schema.tables"
                                        " WHERE table_name = 'review_decisions'").fetchone()[0]
-        self.reviewed = REVIEWED if has_reviews else NO_REVIEWS  # the newest review per generated text
+        reviewed = REVIEWED if has_reviews else NO_REVIEWS  # the newest review per generated text
+        # samples ``s`` joined with their review ``h`` (NULL columns where none): every reader of kept data uses it
+        self.review_join = (f"LEFT JOIN {reviewed} h ON h.request_key = s.request_key"
+                            " AND h.choice_index = s.choice_index")
 
     def _check_version(self, read_only: bool) -> None:
         has_meta = self.con.execute(
@@ -415,8 +418,7 @@ class Store:
             "SELECT s.text, coalesce(h.label, s.class) AS label, s.sample_id, s.spec_hash, s.run_id, s.method,"
             " s.model, s.attributes, s.seed, s.sample_index, s.choice_index, s.prompt_hash, s.request_key, s.params,"
             " s.prompt_tokens, s.completion_tokens, s.cost_usd, s.is_refusal, s.generated_at"
-            f" FROM samples s LEFT JOIN {self.reviewed} h"
-            " ON h.request_key = s.request_key AND h.choice_index = s.choice_index"
+            f" FROM samples s {self.review_join}"
             " WHERE s.spec_hash = ? AND h.decision IS DISTINCT FROM 'reject'" + keep +
             " ORDER BY s.class, s.sample_index, s.choice_index")
         params = [spec_hash, spec_hash] if filtered else [spec_hash]
@@ -499,7 +501,7 @@ class Store:
         return self._dicts(
             "SELECT s.* REPLACE (coalesce(h.label, s.class) AS class) FROM samples s JOIN filter_decisions d"
             " ON d.sample_id = s.sample_id AND d.spec_hash = s.spec_hash AND d.filter = 'final' AND d.kept"
-            f" LEFT JOIN {self.reviewed} h ON h.request_key = s.request_key AND h.choice_index = s.choice_index"
+            f" {self.review_join}"
             " WHERE s.spec_hash = ? AND h.decision IS DISTINCT FROM 'reject'"
             " ORDER BY s.class, s.sample_index, s.choice_index, s.sample_id", [spec_hash])
 
@@ -627,7 +629,7 @@ class Store:
                    coalesce(r.completion_tokens, s.completion_tokens) AS request_completion_tokens,
                    coalesce(r.cost_usd, s.cost_usd) AS request_cost_usd
             FROM samples s LEFT JOIN llm_requests r USING (request_key)
-            LEFT JOIN """ + self.reviewed + """ h ON h.request_key = s.request_key AND h.choice_index = s.choice_index
+            """ + self.review_join + """
             WHERE s.spec_hash = ? ORDER BY s.generated_at, s.sample_index, s.choice_index, s.sample_id""",
             [spec_hash],
         )
@@ -725,8 +727,8 @@ class Store:
     def review_decisions(self, spec_hash: str) -> dict[str, dict[str, Any]]:
         """``{sample_id: newest decision}`` (decision, label, note, reviewer, created_at) for a spec's samples."""
         rows = self._dicts(
-            f"SELECT s.sample_id, h.* EXCLUDE (request_key, choice_index) FROM samples s JOIN {self.reviewed} h"
-            " ON h.request_key = s.request_key AND h.choice_index = s.choice_index WHERE s.spec_hash = ?",
+            f"SELECT s.sample_id, h.* EXCLUDE (request_key, choice_index) FROM samples s {self.review_join}"
+            " WHERE s.spec_hash = ? AND h.decision IS NOT NULL",
             [spec_hash])
         return {r.pop("sample_id"): r for r in rows}
 

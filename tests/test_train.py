@@ -110,7 +110,7 @@ def fake_generated_store(db: Path, spec_path: Path, per_class: int = 10, refusal
     t0 = datetime(2024, 5, 1, tzinfo=timezone.utc)
     requests, samples, keys = [], [], []
     with Store(db) as store:
-        store.record_spec(spec, spec.source.read_text() if spec.source else spec.model_dump_json())
+        store.record_spec(spec, spec.text())
         run_id = store.start_run(spec)
         texts = {c: bank_texts(c, per_class, seed=1) for c in CLASSES}
         n = 0

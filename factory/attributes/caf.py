@@ -20,6 +20,7 @@ class Elicitor(Protocol):
 
     async def ask(self, prompt: str, schema: dict[str, Any], max_tokens: int, attempt: int) -> str: ...
 
+
 log = logging.getLogger("factory.attributes.caf")
 
 

@@ -19,12 +19,12 @@ from typing import Any
 
 import openai
 
-from factory.attributes.values import ALL
-from factory.labels import name_key
 from factory.attributes.caf import CafDecision, class_agnostic_filter
 from factory.attributes.listparse import match_names, parse_list
+from factory.attributes.values import ALL
 from factory.generation.llm.engine import Engine, LLMRequest
 from factory.generation.prompts import PromptRenderer
+from factory.labels import name_key
 from factory.spec import AttributeSpec, Spec
 
 log = logging.getLogger("factory.attributes.elicit")
@@ -86,7 +86,8 @@ def list_schema(n: int, enum: list[str] | None = None) -> dict[str, Any]:
 
 
 class Elicitor:
-    """Asks the spec's elicitation model (:attr:`Spec.elicitation_generation`) for similar classes, attribute values and CAF judgements."""
+    """Asks the spec's elicitation model (:attr:`Spec.elicitation_generation`) for similar classes, attribute
+    values and CAF judgements."""
 
     def __init__(self, spec: Spec, engine: Engine):
         self.spec = spec
@@ -98,8 +99,8 @@ class Elicitor:
         """One request (attempt ``attempt`` of a question); falls back to plain text where the server
         rejects ``response_format``."""
         gen = self.spec.elicitation_generation
-        params: dict[str, Any] = {"temperature": self.spec.elicitation_temperature, "top_p": gen.top_p, "max_tokens": max_tokens,
-                                  "seed": gen.seed + attempt}
+        params: dict[str, Any] = {"temperature": self.spec.elicitation_temperature, "top_p": gen.top_p,
+                                  "max_tokens": max_tokens, "seed": gen.seed + attempt}
         if self.structured:
             params["response_format"] = schema
         request = LLMRequest([{"role": "user", "content": prompt}], gen.model, params, attempt, "elicit")
@@ -133,7 +134,8 @@ class Elicitor:
             if len(found) >= n:
                 return found[:n]
         if not found:
-            raise ElicitationError(f"no usable {what} from {self.spec.elicitation_generation.model} after {MAX_ASKS} asks")
+            raise ElicitationError(f"no usable {what} from {self.spec.elicitation_generation.model} "
+                                   f"after {MAX_ASKS} asks")
         log.warning("only %d of %d %s after %d asks", len(found), n, what, MAX_ASKS)
         return found
 
@@ -202,6 +204,7 @@ class Elicitor:
                 out.values[dim], decisions = await class_agnostic_filter(self, dim, out.values[dim], similar)
                 out.caf += decisions
         return out
+
 
 def merge_values(lists: Any) -> list[str]:
     """The union of several value lists, first spelling kept (case-insensitive)."""

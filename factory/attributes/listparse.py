@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import ast
 import json
-
-import json_repair
 import re
 import warnings
 from collections.abc import Iterator
 from typing import Any
+
+import json_repair
 
 from factory.labels import NameMatcher, name_key
 

@@ -17,7 +17,7 @@ from pydantic import Field, field_validator
 from factory.attributes.values import ALL, AttributeSet, build_attribute_set, elicited_dimensions, needs_similar
 from factory.attributes.caf import CafDecision
 from factory.attributes.elicit import Elicited
-from factory.attributes.quality import GroupQuality, as_record, spec_quality
+from factory.attributes.quality import GroupQuality, as_record, is_noisy, spec_quality
 from factory.keys import digest
 from factory.spec import Spec, SpecError, SpecIssue, StrictModel, parse_yaml_model
 
@@ -50,9 +50,7 @@ class LockedQuality(StrictModel):
 
     @property
     def noisy(self) -> bool:
-        from factory.attributes.quality import NOISY_SHARE
-
-        return self.values > 0 and self.degenerate / self.values > NOISY_SHARE
+        return is_noisy(self.degenerate, self.values)
 
 
 class LockedDimension(StrictModel):

@@ -36,14 +36,15 @@ _NUMBER = re.compile(r"^[\d\s.,:;%+\-/$€£#()x×]+$")
 _TRIPLE = re.compile(r"(.{3,}?)\1{2,}")
 
 
-def _squash(value: str) -> str:
-    return re.sub(r"[\W_]+", "", value.lower())
+def is_noisy(degenerate: int, values: int) -> bool:
+    """A value list is mostly noise when more than :data:`NOISY_SHARE` of it is degenerate."""
+    return values > 0 and degenerate / values > NOISY_SHARE
 
 
 def repeated_unit(value: str) -> str | None:
     """The unit a value repeats (``SenderSender`` -> ``sender``): glued twice or more, or three times
     anywhere in it; a spaced double such as ``Bora Bora`` is a real name and passes."""
-    squashed = _squash(value)
+    squashed = name_key(value)
     whole = re.fullmatch(r"(.+?)\1+", squashed)
     if whole and len(whole.group(1)) >= 2:
         times = len(squashed) // len(whole.group(1))
@@ -69,17 +70,16 @@ def value_kinds(values: Sequence[str], class_names: Sequence[str], numeric: bool
     """value -> the first :data:`KINDS` entry that makes it degenerate (without embeddings); good values
     are absent. ``numeric``: a dimension of numbers (``range``/``unit``), where numbers are expected."""
     classes = {name_key(c) for c in class_names}
-    squashed = {v: _squash(v) for v in values}
+    squashed = {v: name_key(v) for v in values}
+    units = {v: repeated_unit(v) for v in values}  # once per value, not once per pair
     out: dict[str, str] = {}
     seen: set[str] = set()
     for v in values:
-        key = name_key(v)
-        unit = repeated_unit(v)
-        repeated_by_other = any(o != v and len(s) > len(squashed[v]) > 1 and repeated_unit(o) == squashed[v]
-                                for o, s in squashed.items())
+        key = squashed[v]
+        repeated_by_other = any(o != v and len(s) > len(key) > 1 and units[o] == key for o, s in squashed.items())
         if key in classes:
             out[v] = "class_name"
-        elif unit is not None or repeated_by_other:
+        elif units[v] is not None or repeated_by_other:
             out[v] = "repeated"
         elif is_identifier(v):
             out[v] = "identifier"
@@ -112,7 +112,7 @@ class GroupQuality:
 
     @property
     def noisy(self) -> bool:
-        return self.share > NOISY_SHARE
+        return is_noisy(self.degenerate, self.values)
 
     def counts(self) -> dict[str, int]:
         return {k: n for k in KINDS if (n := sum(1 for kind in self.kinds.values() if kind == k))}

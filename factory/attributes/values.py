@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 
 from factory.attributes.attribute_set import ALL, AttributeSet
-from factory.spec import AttributeSpec, Spec
+from factory.spec import AttributeSpec, Spec, class_values_file, values_file_problem
 
 
 class NeedsElicitation(RuntimeError):
@@ -42,16 +42,11 @@ def load_values_file(spec: Spec, dimension: str, attr: AttributeSpec) -> dict[st
     """``values_file``: a text/JSONL file of values, a YAML/JSON mapping class -> values, or (per class)
     a directory holding ``<class>.txt`` or ``<class>.jsonl`` for every class."""
     path = spec.resolve_path(attr.values_file or "")
+    problem = values_file_problem(spec, path)
+    if problem:
+        raise FileNotFoundError(f"attributes.{dimension}.values_file: {problem}")
     if path.is_dir():
-        out = {}
-        for name in spec.class_names:
-            found = [p for p in (path / f"{name}.txt", path / f"{name}.jsonl") if p.is_file()]
-            if not found:
-                raise FileNotFoundError(f"attributes.{dimension}.values_file: no {name}.txt or {name}.jsonl in {path}")
-            out[name] = read_value_lines(found[0])
-        return out
-    if not path.is_file():
-        raise FileNotFoundError(f"attributes.{dimension}.values_file: {path} does not exist")
+        return {name: read_value_lines(class_values_file(path, name)) for name in spec.class_names}  # type: ignore[arg-type]
     if path.suffix in (".yaml", ".yml", ".json"):
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
         return {ALL: [str(v) for v in data]} if isinstance(data, list) else {

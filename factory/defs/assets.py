@@ -50,9 +50,8 @@ def _values_table(attrs: AttributeSet) -> str:
 @asset(partitions_def=SPECS, group_name=GROUP, description="The validated spec, recorded with its content hash.")
 def spec(context: AssetExecutionContext, specs: ResourceParam[SpecCatalog], store: StoreResource) -> Output[Spec]:
     s = specs.load(context.partition_key)
-    text = s.source.read_text(encoding="utf-8") if s.source else s.model_dump_json()
     with store.open() as st:
-        st.record_spec(s, text)
+        st.record_spec(s, s.text())
     return Output(s, metadata={
         "spec_hash": s.hash, "path": str(s.source or ""), "classes": MetadataValue.json(s.class_names),
         "method": s.generation.method, "model": s.generation.model, "samples_per_class": s.budget.samples_per_class,
@@ -183,17 +182,6 @@ def quality(context: AssetExecutionContext, spec: Spec, store: StoreResource, ll
         **({"diversity": _chart_md(diversity)} if diversity else {}), "notes": MetadataValue.json(result.notes)})
 
 
-def _real_file(s: Spec, ref: Any) -> Path | None:
-    """A labelled file the spec names (test or train set) when it resolves to a file here; None otherwise."""
-    if ref is None:
-        return None
-    try:
-        path = s.resolve_path(ref.path)
-    except ValueError:  # an unset ${VAR}
-        return None
-    return path if path.is_file() else None
-
-
 def _stage_job(s: Spec, key: str, export_dir: str, store: StoreResource, test_set: Path) -> tuple[StagedJob, int]:
     """Export the kept samples and copy the real test (and train) set into the job's own folder: the job,
     maybe in a pod, sees only this folder, and the spec as text."""
@@ -203,13 +191,12 @@ def _stage_job(s: Spec, key: str, export_dir: str, store: StoreResource, test_se
     with store.open() as st:
         n = st.export_samples(s.hash, samples, "parquet")
     shutil.copyfile(test_set, staged_test)
-    train_set = _real_file(s, s.evaluation.train_set)
+    train_set = s.existing_file(s.evaluation.train_set)
     staged_train = None
     if train_set is not None:
         staged_train = work / f"train{train_set.suffix}"
         shutil.copyfile(train_set, staged_train)
-    text = s.source.read_text(encoding="utf-8") if s.source else s.model_dump_json()
-    return StagedJob(text, samples, staged_test, staged_train), n
+    return StagedJob(s.text(), samples, staged_test, staged_train), n
 
 
 @asset(partitions_def=SPECS, group_name=GROUP, deps=["filtered_samples"],
@@ -218,7 +205,7 @@ def _stage_job(s: Spec, key: str, export_dir: str, store: StoreResource, test_se
 def classifier(context: AssetExecutionContext, spec: Spec, store: StoreResource, train_runner: TrainJobRunner,
                options: RunOptions) -> MaterializeResult:
     s = spec
-    test_set = _real_file(s, s.evaluation.test_set)
+    test_set = s.existing_file(s.evaluation.test_set)
     if test_set is None:
         context.log.info("no usable evaluation.test_set: nothing to train against")
         return MaterializeResult(metadata={"skipped": "the spec names no test set that exists here"})

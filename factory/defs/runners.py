@@ -32,10 +32,9 @@ class JobOutcome:
 
 
 def _outcome(runner: str, invocation: Any) -> JobOutcome:
-    messages = [m for m in invocation.get_custom_messages() if isinstance(m, dict) and "results" in m]
-    if not messages:
-        raise RuntimeError("the train job ended without reporting its results")
-    return JobOutcome(runner, messages[-1]["results"], invocation.get_materialize_result())
+    from factory.training.job import reported_results
+
+    return JobOutcome(runner, reported_results(invocation), invocation.get_materialize_result())
 
 
 class TrainJobRunner(ConfigurableResource):

@@ -113,9 +113,7 @@ async def generate_async(plan: Plan, store: Store, run_id: str, endpoint: Endpoi
     """Generate the plan's samples through ``endpoint``; resumable and within the budget."""
     spec = plan.spec
     report = GenerationReport(requested=plan.samples)
-    budget = Budget.from_spec(spec.budget, spec.generation.model)
-    spent = store.spend_for_spec(spec.hash)
-    budget.requests, budget.tokens, budget.usd = spent["requests"], spent["tokens"], spent["usd"]
+    budget = Budget.from_spec(spec.budget, spec.generation.model, store.spend_for_spec(spec.hash))
     async with open_engine(spec.generation, store, endpoint, budget) as engine:
         with EngineProgress(engine.stats, report.requested, enabled=show_progress) as progress:
             generator = Generator(spec, run_id, engine, engine.writer, report, progress.advance)

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from factory.attributes.lock import LockFile, check_lock, lock_path, read_lock, write_lock
-from factory.attributes.values import ALL, elicited_dimensions, given_values
+from factory.attributes.lock import LockFile, check_lock, lock_path, locked_values, read_lock, write_lock
+from factory.attributes.values import elicited_dimensions, given_values
 from factory.spec import Spec
 
 
@@ -46,13 +46,12 @@ def value_rows(spec: Spec, lock: LockFile | None) -> list[ValueRow]:
     """Every attribute value of the spec: given, elicited (from the lock) and CAF-dropped."""
     rows: list[ValueRow] = []
     elicited = set(elicited_dimensions(spec))
+    locked = locked_values(lock) if lock is not None else {}
     for dim in spec.attributes:
         if dim in elicited:
-            if lock is None or dim not in lock.attributes:
+            if dim not in locked:
                 continue
-            locked = lock.attributes[dim].values
-            by_class = locked if isinstance(locked, dict) else {ALL: locked}
-            rows += [ValueRow(dim, c, v, "elicited") for c, vs in by_class.items() for v in vs]
+            rows += [ValueRow(dim, c, v, "elicited") for c, vs in locked[dim].items() for v in vs]
             rows += [ValueRow(dim, c, d.value, "caf-dropped", d.reason)
                      for c, ds in lock.caf.get(dim, {}).items() for d in ds if d.dropped]
         else:

@@ -34,13 +34,13 @@ from factory.datasets import read_rows
 from factory.labels import NameMatcher
 from factory.spec import Spec
 from factory.training.metrics import Label, compute_metrics
-from factory.training.subjectivity import agreement_bins, annotation_agreement
+from factory.training.subjectivity import SOURCES, agreement_bins, annotation_agreement
 from factory.training.trainers import Classifier, Embedder, TrainConfig, probe_embedder, train
 
 if TYPE_CHECKING:
     from factory.store import Store
 
-COMPARISONS = ("synthetic", "gold", "synthetic+gold")
+COMPARISONS = SOURCES  # what a classifier is trained on: synthetic, gold (the real train set), both
 BUDGET_ORDERS = ("plan", "generated", "interleaved")
 
 
@@ -118,7 +118,6 @@ class LabelledSet:
     labels: list[Label]
     total_rows: int = 0
     agreement: list[float] | None = None  # per text: the share of annotators who chose its label
-
 
     def __len__(self) -> int:
         return len(self.texts)

@@ -172,12 +172,8 @@ def default_compare(spec: Spec, train_set: str | None = None) -> list[str]:
     exists, so the gap to real data is measured."""
     if "compare" in spec.evaluation.model_fields_set:
         return list(spec.evaluation.compare)
-    try:
-        path = Path(train_set) if train_set else (spec.resolve_path(spec.evaluation.train_set.path)
-                                                   if spec.evaluation.train_set else None)
-    except ValueError:  # an unset ${VAR}
-        path = None
-    return list(COMPARISONS) if path is not None and path.is_file() else list(spec.evaluation.compare)
+    real = Path(train_set).is_file() if train_set else spec.existing_file(spec.evaluation.train_set) is not None
+    return list(COMPARISONS) if real else list(spec.evaluation.compare)
 
 
 def run_job(opts: JobOptions, log: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True)
@@ -388,6 +384,14 @@ def pipes_extras(spec_path: str | Path | None = None, db_path: str | Path | None
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in values.items() if v is not None}
 
 
+def reported_results(invocation: Any) -> dict[str, Any]:
+    """The results a finished job reported through Pipes (its last ``results`` message), whatever ran it."""
+    messages = [m for m in invocation.get_custom_messages() if isinstance(m, dict) and "results" in m]
+    if not messages:
+        raise RuntimeError("the train job ended without reporting its results")
+    return messages[-1]["results"]
+
+
 def run_train_job_local(spec_path: str | Path, db_path: str | Path | None = None, *, context: Any = None,
                         env: Mapping[str, str] | None = None, cwd: str | Path | None = None,
                         **options: Any) -> dict[str, Any]:
@@ -407,10 +411,7 @@ def run_train_job_local(spec_path: str | Path, db_path: str | Path | None = None
     def launch(ctx: Any) -> Any:
         invocation = dg.PipesSubprocessClient(cwd=str(cwd) if cwd else None).run(
             command=train_job_command(), context=ctx, extras=extras, env=dict(env or {}))
-        messages = [m for m in invocation.get_custom_messages() if isinstance(m, dict) and "results" in m]
-        if not messages:
-            raise RuntimeError("the train job ended without reporting its results")
-        captured["results"] = messages[-1]["results"]
+        captured["results"] = reported_results(invocation)
         return invocation.get_materialize_result()
 
     if context is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from factory.spec import BudgetSpec, Price
@@ -33,8 +34,12 @@ class Budget:
     stopped: str | None = None
 
     @classmethod
-    def from_spec(cls, spec: BudgetSpec, model: str) -> Budget:
-        return cls(spec.max_requests, spec.max_tokens, spec.max_usd, spec.price(model))
+    def from_spec(cls, spec: BudgetSpec, model: str, spent: Mapping[str, float] | None = None) -> Budget:
+        """The spec's caps, priced for ``model``; ``spent`` (requests, tokens, usd: what a spec's earlier runs
+        paid, :meth:`factory.store.Store.spend_for_spec`) counts against them from the start."""
+        spent = spent or {}
+        return cls(spec.max_requests, spec.max_tokens, spec.max_usd, spec.price(model),
+                   int(spent.get("requests", 0)), int(spent.get("tokens", 0)), float(spent.get("usd", 0.0)))
 
     def reserve(self, prompt_tokens: int, max_completion_tokens: int) -> tuple[int, float]:
         """Reserve one request's worst case, or raise :class:`BudgetExhausted`."""

@@ -94,9 +94,7 @@ async def _ask_labels(spec: Spec, store: Store, endpoint: Any, samples: Sequence
     from factory.generation.llm.client import open_engine
 
     answers: list[str | None] = [None] * len(samples)
-    budget = Budget.from_spec(spec.budget, spec.generation.model)
-    spent = store.spend_for_spec(spec.hash)
-    budget.requests, budget.tokens, budget.usd = spent["requests"], spent["tokens"], spent["usd"]
+    budget = Budget.from_spec(spec.budget, spec.generation.model, store.spend_for_spec(spec.hash))
 
     requests = [label_request(spec, s["text"], 0) for s in samples]
 
