@@ -1,5 +1,6 @@
 """One run path: the CLI, the UI and the tests run the same asset graph; the spec is parsed once; stages
-hand on their results; services are resources; plans stream and are balanced at every prefix."""
+hand on their results; services are resources; plans stream and are balanced at every prefix. The runs go
+through the real offline model (llama-server + SmolLM2), tiny budgets."""
 
 from __future__ import annotations
 
@@ -22,7 +23,6 @@ from factory.spec import Method, load_spec, parse_spec
 from factory.store import Store
 from conftest import generate
 from conftest import query as q
-from fault_server import FaultServer
 
 SPEC = textwrap.dedent("""\
     name: path
@@ -46,29 +46,30 @@ def write(folder: Path, base_url: str | None, name: str = "path.yaml", classes: 
     return path
 
 
-def test_a_cli_run_parses_the_spec_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.llm
+def test_a_cli_run_parses_the_spec_once(llm_server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
     real = factory.spec.parse_spec
     monkeypatch.setattr(factory.spec, "parse_spec", lambda *a, **k: calls.append(1) or real(*a, **k))
-    with FaultServer() as server:
-        path = write(tmp_path, server.base_url)
-        result = CliRunner().invoke(app, ["run", str(path), "--db", str(tmp_path / "f.duckdb"), "--no-progress"])
+    path = write(tmp_path, llm_server.base_url)
+    result = CliRunner().invoke(app, ["run", str(path), "--db", str(tmp_path / "f.duckdb"), "--no-progress"])
     assert result.exit_code == 0, result.output
     assert len(calls) == 1
 
 
-def test_any_suffix_and_folder_works(tmp_path: Path) -> None:
-    with FaultServer() as server:
-        path = write(tmp_path / "elsewhere" / "deep", server.base_url, name="news.v2.yml")
-        for command in (["validate", str(path)], ["plan", str(path)],
-                        ["run", str(path), "--db", str(tmp_path / "f.duckdb"), "--no-progress"]):
-            result = CliRunner().invoke(app, command)
-            assert result.exit_code == 0, (command, result.output)
+@pytest.mark.llm
+def test_any_suffix_and_folder_works(llm_server, tmp_path: Path) -> None:
+    path = write(tmp_path / "elsewhere" / "deep", llm_server.base_url, name="news.v2.yml")
+    for command in (["validate", str(path)], ["plan", str(path)],
+                    ["run", str(path), "--db", str(tmp_path / "f.duckdb"), "--no-progress"]):
+        result = CliRunner().invoke(app, command)
+        assert result.exit_code == 0, (command, result.output)
     assert q(tmp_path / "f.duckdb", "SELECT count(*) FROM samples") == [(9,)]
     assert set(spec_files(path.parent)) == {"news.v2"}  # the sensor's folder listing sees .yml specs too
 
 
-def test_stages_hand_on_their_results(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.llm
+def test_stages_hand_on_their_results(llm_server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The attribute set is resolved once per run and the plan built once, not once per asset."""
     import factory.defs.assets as assets
 
@@ -76,30 +77,34 @@ def test_stages_hand_on_their_results(tmp_path: Path, monkeypatch: pytest.Monkey
     real_resolve, real_plan = assets.resolve_attributes, assets.Plan
     monkeypatch.setattr(assets, "resolve_attributes", lambda *a, **k: resolved.append(1) or real_resolve(*a, **k))
     monkeypatch.setattr(assets, "Plan", lambda *a, **k: plans.append(1) or real_plan(*a, **k))
-    with FaultServer() as server:
-        generate(write(tmp_path, server.base_url), tmp_path / "f.duckdb")
+    generate(write(tmp_path, llm_server.base_url), tmp_path / "f.duckdb")
     assert len(resolved) == 1 and len(plans) == 1
 
 
-def test_the_endpoint_is_a_resource_a_test_swaps(tmp_path: Path) -> None:
-    """A spec with no base_url goes where the deployment's LLM resource points."""
-    with FaultServer() as server:
-        path = write(tmp_path, None)
-        result = generate(path, tmp_path / "f.duckdb", resources={"llm": LLMResource(base_url=server.base_url)})
-        assert server.stats()["total"] == 9
+@pytest.mark.llm
+def test_the_endpoint_is_a_resource_a_test_swaps(llm_server, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A spec with no base_url goes where the deployment's LLM resource points. No other route is open: no
+    $OPENAI_BASE_URL, and the embedded fallback server cannot start (its binary points nowhere)."""
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    monkeypatch.setenv("LLAMA_SERVER", str(tmp_path / "no-llama-server"))
+    path = write(tmp_path, None)
+    result = generate(path, tmp_path / "f.duckdb", resources={"llm": LLMResource(base_url=llm_server.base_url)})
     assert result.status == "done" and result.sent == 9
+    assert q(tmp_path / "f.duckdb", "SELECT count(*) FROM llm_requests") == [(9,)]
 
 
+@pytest.mark.llm
 @pytest.mark.parametrize("method,elicited", [("simprompt", set()), ("zeroshot", {"style"})])
-def test_a_method_elicits_only_the_dimensions_it_uses(tmp_path: Path, method: str, elicited: set[str]) -> None:
+def test_a_method_elicits_only_the_dimensions_it_uses(llm_server, tmp_path: Path, method: str,
+                                                      elicited: set[str]) -> None:
     body = SPEC.replace("style: {values: [breaking news, analysis, interview]}",
                         "style: {elicit: {n: 2}}\n  subtopic: {per_class: true, elicit: {n: 2}}")
     body = body.replace("similar_classes: {k: 0}", "similar_classes: {k: 1}")
-    with FaultServer() as server:
-        path = write(tmp_path, server.base_url, body=body.replace("method: attrprompt", f"method: {method}"))
-        est = estimate(load_spec(path))
-        assert set(est.elicited) == elicited
-        generate(path, tmp_path / "f.duckdb")
+    path = write(tmp_path, llm_server.base_url, body=body.replace("method: attrprompt", f"method: {method}"))
+    est = estimate(load_spec(path))
+    assert set(est.elicited) == elicited
+    generate(path, tmp_path / "f.duckdb")
     prompts = [m for (m,) in q(tmp_path / "f.duckdb", "SELECT messages FROM prompts WHERE method = 'elicit'")]
     assert all("subtopic" not in p for p in prompts)
     assert bool(prompts) == bool(elicited)
@@ -107,36 +112,36 @@ def test_a_method_elicits_only_the_dimensions_it_uses(tmp_path: Path, method: st
         assert est.elicitation_requests == 0 and not (tmp_path / "path.lock.yaml").exists()
 
 
-def test_the_evaluation_check_is_skipped_without_a_test_set(tmp_path: Path) -> None:
-    with FaultServer() as server:
-        path = write(tmp_path, server.base_url, extra="}\nfilters: {near_dup: null, min_words: 0")
-        result = CliRunner().invoke(app, ["run", str(path), "--db", str(tmp_path / "f.duckdb"), "--no-progress"])
+@pytest.mark.llm
+def test_the_evaluation_check_is_skipped_without_a_test_set(llm_server, tmp_path: Path) -> None:
+    path = write(tmp_path, llm_server.base_url, extra="}\nfilters: {near_dup: null, min_words: 0")
+    result = CliRunner().invoke(app, ["run", str(path), "--db", str(tmp_path / "f.duckdb"), "--no-progress"])
     assert result.exit_code == 0, result.output
     assert "check evaluation_present: skipped" in result.output
     assert "check budget_not_exceeded: pass" in result.output
 
 
-def test_a_capped_run_is_balanced_across_classes(tmp_path: Path) -> None:
+@pytest.mark.llm
+def test_a_capped_run_is_balanced_across_classes(llm_server, tmp_path: Path) -> None:
     """30% of the requests: every class within one sample of the others (the plan interleaves classes)."""
-    with FaultServer(latency_s=0.002) as server:
-        path = write(tmp_path, server.base_url, spc=20, extra=", max_requests: 18")
-        result = generate(path, tmp_path / "f.duckdb")
+    path = write(tmp_path, llm_server.base_url, spc=20, extra=", max_requests: 18")
+    result = generate(path, tmp_path / "f.duckdb")
     assert result.status == "budget_stopped"
     counts = dict(q(tmp_path / "f.duckdb", "SELECT class, count(*) FROM samples GROUP BY 1"))
     assert sum(counts.values()) == 18 and set(counts) == {"sports", "business", "weather"}
     assert max(counts.values()) - min(counts.values()) <= 1
 
 
-def test_the_ten_percent_budget_subset_trains_on_every_class(tmp_path: Path) -> None:
+@pytest.mark.llm
+def test_the_ten_percent_budget_subset_trains_on_every_class(llm_server, tmp_path: Path) -> None:
     from factory.training.evaluate import budget_subsets, pool_from_store
 
-    with FaultServer() as server:
-        path = write(tmp_path, server.base_url, classes="[a, b, c, d]", spc=10)
-        generate(path, tmp_path / "f.duckdb")
+    path = write(tmp_path, llm_server.base_url, classes="[sports, business, weather, science]", spc=10)
+    generate(path, tmp_path / "f.duckdb")
     with Store(tmp_path / "f.duckdb") as store:
         pool = pool_from_store(store, load_spec(path))
     (tenth,) = budget_subsets(pool, [0.1])
-    assert tenth.requests == 4 and sorted(tenth.labels) == ["a", "b", "c", "d"]
+    assert tenth.requests == 4 and sorted(tenth.labels) == ["business", "science", "sports", "weather"]
 
 
 def test_every_prefix_of_a_plan_is_balanced() -> None:
