@@ -15,7 +15,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from factory.spec import Spec, SpecError, load_spec
-from factory.store import Store, StoreError, default_db_path
+from factory.store import Store, StoreError, StoreLocation
+from factory.store.leases import LeaseHeld, holders
 
 if TYPE_CHECKING:
     from factory.attributes.lock import LockFile
@@ -26,7 +27,9 @@ console = Console()
 err = Console(stderr=True, soft_wrap=True)
 
 SpecArg = Annotated[Path, typer.Argument(help="the dataset spec (YAML)", show_default=False)]
-DbOpt = Annotated[Optional[Path], typer.Option("--db", help="the DuckDB store [default: $FACTORY_DB or ./factory.duckdb]")]
+DbOpt = Annotated[Optional[str], typer.Option(
+    "--store", "--db", help="the store: a folder, or postgres:CONNINFO with $FACTORY_DATA_PATH [default: $FACTORY_STORE,"
+    " else ./factory-store]")]
 
 
 def _load(path: Path) -> Spec:
@@ -38,9 +41,19 @@ def _load(path: Path) -> Spec:
         raise typer.Exit(2) from None
 
 
-def _store(db: Path | None, read_only: bool = False) -> Store:
+def _location(db: str | None) -> StoreLocation:
     try:
-        return Store(db or default_db_path(), read_only=read_only)
+        return StoreLocation.parse(db)
+    except StoreError as exc:
+        err.print(f"[red]error[/red] {escape(str(exc))}", highlight=False)
+        raise typer.Exit(2) from None
+
+
+def _store(db: str | StoreLocation | None, read_only: bool = False, snapshot: int | None = None,
+           as_of: str | None = None) -> Store:
+    try:
+        location = db if isinstance(db, StoreLocation) else _location(db)
+        return Store(location, read_only=read_only, snapshot=snapshot, as_of=as_of)
     except StoreError as exc:
         err.print(f"[red]error[/red] {escape(str(exc))}", highlight=False)
         raise typer.Exit(2) from None
@@ -108,7 +121,7 @@ def _expected_errors() -> tuple[type[Exception], ...]:
     from factory.generation.llm.server import ServerError
 
     return (NeedsElicitation, ServerError, FatalEndpointError, FileNotFoundError, SpecError, ElicitationError,
-            DataFileError)
+            DataFileError, StoreError)
 
 
 @app.command()
@@ -194,7 +207,7 @@ def suggest(spec: SpecArg, n: Annotated[int, typer.Option(help="how many dimensi
 PREVIEW_CHARS = 100
 
 
-def _print_samples(db: Path, spec: Spec, per_class: int) -> None:
+def _print_samples(db: str | StoreLocation | None, spec: Spec, per_class: int) -> None:
     """A few generated samples per class (text shortened, class, attributes): what the run made."""
     import json
 
@@ -216,20 +229,25 @@ def _print_samples(db: Path, spec: Spec, per_class: int) -> None:
 @app.command()
 def run(spec: SpecArg, db: DbOpt = None, refresh: RefreshOpt = False,
         progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
-        samples: Annotated[int, typer.Option("--samples", help="generated samples to show per class (0: none)")] = 2
-        ) -> None:
+        samples: Annotated[int, typer.Option("--samples", help="generated samples to show per class (0: none)")] = 2,
+        wait: Annotated[bool, typer.Option("--wait", help="wait for another run of this spec to finish (else: refuse)")]
+        = False) -> None:
     """Build the spec's dataset: every asset of its partition, in-process (resumable: a rerun sends only what
     is missing). The same code as the Dagster UI and schedules."""
     parsed = _load(spec)  # the run's one parse, handed to the spec asset
-    if db is None:
-        db = default_db_path()
-    _store(db).close()  # fail early and clearly on a store from a newer version
+    location = _location(db)
+    with _store(location) as store:  # fail early and clearly on a bad store, or a spec being run elsewhere
+        held = next((h for h in holders(store) if h["spec_name"] == parsed.name), None)
+    if held is not None and not wait:
+        raise _fail(LeaseHeld(parsed.name, held))
+    if held is not None:
+        console.print(f"[dim]waiting: {escape(str(LeaseHeld(parsed.name, held)))}[/dim]", highlight=False)
     from factory.defs.local import check_names, materialization_metadata, materialize_spec
 
     try:
         # Dagster's console logger would print a failed step's stack trace; the error is reported below
-        result = materialize_spec(spec, db, spec=parsed, show_progress=progress, refresh=refresh,
-                                  log_level="CRITICAL")
+        result = materialize_spec(spec, location, spec=parsed, show_progress=progress, refresh=refresh,
+                                  log_level="CRITICAL", lease_wait_s=None if wait else 0.0)
     except Exception as exc:  # noqa: BLE001 - a stage's own error, unwrapped from Dagster's
         cause = getattr(exc, "user_exception", None) or exc
         if isinstance(cause, _expected_errors()):
@@ -250,7 +268,7 @@ def run(spec: SpecArg, db: DbOpt = None, refresh: RefreshOpt = False,
         mark = ("[dim]skipped (does not apply to this spec)[/dim]" if check is None
                 else "[green]pass[/green]" if check.passed else "[yellow]fail[/yellow]")
         console.print(f"check {name}: {mark}", highlight=False)
-    _print_samples(db, parsed, samples)
+    _print_samples(location, parsed, samples)
 
 
 @app.command()
@@ -261,17 +279,24 @@ def ui(port: Annotated[int, typer.Option(help="port on 127.0.0.1")] = 3000,
     import subprocess
     import sys
 
-    env = {**os.environ, "FACTORY_SPECS_DIR": str(specs.resolve()),
-           "FACTORY_DB": str((db or default_db_path()).resolve())}
+    location = _location(db)
+    env = {**os.environ, "FACTORY_SPECS_DIR": str(specs.resolve()), "FACTORY_STORE": location.url,
+           "FACTORY_DATA_PATH": location.data_path}
+    env.pop("FACTORY_DB", None)
     dagster = Path(sys.executable).with_name("dagster")
-    console.print(f"Dagster UI on http://127.0.0.1:{port} (specs: {specs}, store: {env['FACTORY_DB']})")
+    console.print(f"Dagster UI on http://127.0.0.1:{port} (specs: {specs}, store: {location})")
     raise typer.Exit(subprocess.call([str(dagster), "dev", "-m", "factory.defs", "-h", "127.0.0.1", "-p", str(port)],
                                      env=env))
 
 
 @app.command()
-def show(db: DbOpt = None) -> None:
-    """What the store holds, per spec."""
+def show(spec: Annotated[Optional[str], typer.Argument(help="a spec (YAML file or name): list its dataset versions",
+                                                       show_default=False)] = None,
+         db: DbOpt = None) -> None:
+    """What the store holds, per spec; with SPEC, that spec's dataset versions; and the runs going on now."""
+    if spec is not None:
+        _show_versions(spec, db)
+        return
     with _store(db, read_only=True) as store:
         table = Table(title=str(store.path))
         for col in ("spec", "hash", "runs", "last run", "samples", "classes", "refusals", "tokens", "cost USD"):
@@ -281,20 +306,81 @@ def show(db: DbOpt = None) -> None:
                           str(row["samples"]), str(row["classes"]), str(row["refusals"]), f"{row['tokens']:,}",
                           f"{row['cost_usd']:.4f}")
         console.print(table)
+        for lease in holders(store):
+            console.print(f"running: {lease['spec_name']} ({lease['holder']}, pid {lease['pid']} on {lease['host']},"
+                          f" since {lease['acquired_at']:%H:%M:%S})", highlight=False)
+
+
+@app.command()
+def compact(db: DbOpt = None,
+            keep_hours: Annotated[float, typer.Option(help="keep every snapshot younger than this")] = 24.0) -> None:
+    """Merge small data files and expire old snapshots (every dataset version and evaluated snapshot is kept)."""
+    from factory.store.housekeeping import compact as compact_store
+
+    with _store(db) as store:
+        done = compact_store(store, keep_hours=keep_hours)
+    console.print(f"expired {done.expired} snapshots, merged files {done.files_before} -> {done.files_after};"
+                  f" {done.snapshots} snapshots kept", highlight=False)
+
+
+@app.command()
+def migrate(old: Annotated[Path, typer.Argument(help="a single-file store (factory.duckdb) of an older attrfactory",
+                                                show_default=False)],
+            db: DbOpt = None) -> None:
+    """Copy an old single-file store into the shared store, verified by row counts."""
+    from factory.store.migrate import MigrationError, migrate as migrate_store
+
+    try:
+        counts = migrate_store(old, _location(db))
+    except (MigrationError, StoreError) as exc:
+        raise _fail(exc) from None
+    for table, n in counts.items():
+        console.print(f"{table}: {n} rows", highlight=False)
+    console.print(f"[green]migrated[/green] {old} into {_location(db)}", highlight=False)
+
+
+def _show_versions(spec: str, db: str | None) -> None:
+    name = _load(Path(spec)).name if Path(spec).is_file() else spec
+    with _store(db, read_only=True) as store:
+        versions = store.versions(name)
+    if not versions:
+        raise _fail(StoreError(f"{name}: no dataset versions in the store yet (run 'factory run SPEC')"))
+    table = Table(title=f"{name}: dataset versions")
+    for col in ("version", "snapshot", "time", "run", "samples", "kept", "spec hash"):
+        table.add_column(col)
+    for v in versions:
+        table.add_row(str(v["version"]), str(v["snapshot_id"]), f"{v['updated_at']:%Y-%m-%d %H:%M:%S}", v["run_id"],
+                      str(v["samples"]), "-" if v["kept"] is None else str(v["kept"]), v["spec_hash"])
+    console.print(table)
 
 
 @app.command()
 def export(spec: SpecArg, db: DbOpt = None,
            format: Annotated[str, typer.Option("--format", "-f", help="jsonl or parquet")] = "jsonl",
-           out: Annotated[Optional[Path], typer.Option("--out", "-o", help="output file")] = None) -> None:
-    """Write the spec's samples (text, label and provenance) to JSONL or Parquet."""
+           out: Annotated[Optional[Path], typer.Option("--out", "-o", help="output file")] = None,
+           version: Annotated[Optional[int], typer.Option("--version", help="a dataset version (factory show SPEC)")]
+           = None,
+           as_of: Annotated[Optional[str], typer.Option("--as-of", help="the data as it was at this time "
+                                                        "(e.g. '2026-12-01 12:00:00+00')")] = None) -> None:
+    """Write the spec's samples (text, label and provenance) to JSONL or Parquet: the newest, or a version."""
     if format not in ("jsonl", "parquet"):
         err.print(f"[red]error[/red] --format must be jsonl or parquet, not {escape(repr(format))}")
         raise typer.Exit(2)
+    if version is not None and as_of is not None:
+        raise _fail(ValueError("give --version or --as-of, not both"))
     s = _load(spec)
-    with _store(db, read_only=True) as store:
-        target = out or Path(f"{s.name}.{format}")
-        n = store.export_samples(s.hash, target, format)
+    location = _location(db)
+    spec_hash, snapshot = s.hash, None
+    if version is not None:
+        with _store(location, read_only=True) as store:
+            try:
+                snapshot = store.version_snapshot(s.name, version)
+            except StoreError as exc:
+                raise _fail(exc) from None
+            spec_hash = next(v["spec_hash"] for v in store.versions(s.name) if v["version"] == version)
+    target = out or Path(f"{s.name}.{format}")
+    with _store(location, read_only=True, snapshot=snapshot, as_of=as_of) as store:
+        n = store.export_samples(spec_hash, target, format)
     if n == 0:
         err.print(f"[yellow]warning[/yellow] no samples for {s.name} (hash {s.hash}); run 'factory run {spec}'")
     console.print(f"wrote {n} samples to {target}")
@@ -374,7 +460,7 @@ def train(spec: SpecArg, db: DbOpt = None,
 
     _load(spec)
     chart.parent.mkdir(parents=True, exist_ok=True)
-    options = JobOptions(spec=str(spec), db=str(db or default_db_path()), test_set=str(test_set) if test_set else None,
+    options = JobOptions(spec=str(spec), db=_location(db).url, test_set=str(test_set) if test_set else None,
                          trainer=trainer, chart=str(chart), show_progress=True)
     try:
         results = run_job(options, log=lambda m: err.print(f"[dim]{m}[/dim]", highlight=False))
@@ -420,7 +506,7 @@ def review(spec: SpecArg, db: DbOpt = None,
     from factory.review.export import write_labelstudio
 
     s = _load(spec)
-    db_path = db or default_db_path()
+    db_path = _location(db)
     if labelstudio is not None:
         with _store(db_path, read_only=True) as store:
             n = write_labelstudio(s, store, labelstudio)
@@ -431,7 +517,7 @@ def review(spec: SpecArg, db: DbOpt = None,
     secret = token or os.environ.get("FACTORY_REVIEW_TOKEN") or (None if is_loopback(host) else secrets.token_urlsafe(24))
     url = f"http://{host}:{port}/" + (f"?token={secret}" if secret else "")
     console.print(f"reviewing {s.name} as {who} at {url} (Ctrl-C to stop)", highlight=False, soft_wrap=True)
-    serve_review(ReviewConfig(spec.resolve(), db_path.resolve(), who, secret), host, port)
+    serve_review(ReviewConfig(spec.resolve(), db_path.url, who, secret), host, port)
 
 
 def main() -> None:

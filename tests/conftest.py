@@ -42,18 +42,16 @@ def shared_data() -> Path:
 
 @pytest.fixture
 def db(tmp_path: Path) -> Path:
-    return tmp_path / "factory.duckdb"
+    """A fresh embedded store (a folder) for the test."""
+    return tmp_path / "store"
 
 
-def query(db: Path, sql: str) -> list[tuple]:
-    """Rows of ``sql`` from a store file, read-only (the writer has closed it)."""
-    import duckdb
+def query(db: Path | str, sql: str) -> list[tuple]:
+    """Rows of ``sql`` from a store, read-only (while others write, too)."""
+    from factory.store import Store
 
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
+    with Store(db, read_only=True) as store:
+        return store.con.execute(sql).fetchall()
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -60,11 +60,16 @@ def workdir(tmp_path: Path) -> Path:
         SPEC.replace("values: [breaking news, analysis]", "values_file: styles/all.txt"))
     (tmp_path / "unset_var.yaml").write_text(SPEC.replace("test_set: test.jsonl", "test_set: ${NOPE_VAR}"))
     (tmp_path / "not-a-db.duckdb").write_text("just some text\n")
+    import duckdb
+
+    old = duckdb.connect(str(tmp_path / "old.duckdb"))  # a single-file store of an older attrfactory
+    old.execute("CREATE TABLE meta (key VARCHAR PRIMARY KEY, value VARCHAR); INSERT INTO meta VALUES ('schema_version', '3')")
+    old.close()
     return tmp_path
 
 
 def db_args(command: str, workdir: Path) -> list[str]:
-    return [] if command in ("validate", "plan") else ["--db", str(workdir / "store.duckdb")]
+    return [] if command in ("validate", "plan") else ["--store", str(workdir / "store")]
 
 
 @pytest.mark.parametrize("command", SPEC_COMMANDS)
@@ -74,18 +79,21 @@ def test_bad_spec_is_one_error_line(workdir: Path, command: str) -> None:
              ("unset_var.yaml", "unset_var.yaml:12: evaluation.test_set: environment variable NOPE_VAR is not set")]
     for spec, phrase in cases:
         assert_one_clean_error(factory(command, spec, *db_args(command, workdir), cwd=workdir), phrase)
-    assert not (workdir / "store.duckdb").exists()  # refused before the store is even opened
+    assert not (workdir / "store").exists()  # refused before the store is even opened
 
 
 @pytest.mark.parametrize("command", DB_COMMANDS)
-def test_db_that_is_not_duckdb_is_one_error_line(workdir: Path, command: str) -> None:
+def test_db_that_is_not_a_store_is_one_error_line(workdir: Path, command: str) -> None:
     spec = [] if command == "show" else ["good.yaml"]
     result = factory(command, *spec, "--db", "not-a-db.duckdb", cwd=workdir)
-    assert_one_clean_error(result, "not-a-db.duckdb: cannot open the store")
+    assert_one_clean_error(result, "not-a-db.duckdb is a file, not a store folder")
+    result = factory(command, *spec, "--db", "old.duckdb", cwd=workdir)
+    assert_one_clean_error(result, "old.duckdb is a single-file store of an older attrfactory")
+    assert "factory migrate" in result.stderr
 
 
 def test_show_without_a_store(workdir: Path) -> None:
-    assert_one_clean_error(factory("show", "--db", "nope.duckdb", cwd=workdir), "no store here yet")
+    assert_one_clean_error(factory("show", "--store", "nope", cwd=workdir), "no store here yet")
 
 
 def test_messages_print_verbatim(workdir: Path) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import duckdb
 import pytest
 from dagster import DagsterInstance, build_schedule_context, build_sensor_context, instance_for_test
+from conftest import query
 
 from factory.defs import defs
 from factory.defs.automation import nightly_top_up, spec_sensor
@@ -54,7 +55,7 @@ def test_materialize_whole_graph_on_real_model(llm_server, tmp_path: Path) -> No
     path = tmp_path / "tiny.yaml"
     path.write_text(SPEC.replace("BASE_URL", llm_server.base_url))
     (tmp_path / "test.jsonl").write_text("".join(json.dumps({"text": t, "label": l}) + "\n" for t, l in TEST_SET))
-    db = tmp_path / "f.duckdb"
+    db = tmp_path / "f-store"
     instance = DagsterInstance.ephemeral()
     result = materialize_spec(path, db, instance=instance, export_dir=tmp_path / "exports")
     assert result.success
@@ -80,12 +81,10 @@ def test_materialize_whole_graph_on_real_model(llm_server, tmp_path: Path) -> No
                            "evaluation_present"}
     assert checks["evaluation_present"]
     assert checks["budget_not_exceeded"] and checks["classes_balanced"]
-    con = duckdb.connect(str(db), read_only=True)
-    assert con.execute("SELECT count(*), count(DISTINCT class) FROM samples").fetchall() == [(4, 2)]
-    assert con.execute("SELECT status FROM runs").fetchall() == [("done",)]
-    assert con.execute("SELECT count(*), count(DISTINCT budget_fraction), min(n_train) > 0 FROM evaluations"
-                       ).fetchall() == [(2, 2, True)]
-    con.close()
+    assert query(db, "SELECT count(*), count(DISTINCT class) FROM samples") == [(4, 2)]
+    assert query(db, "SELECT status FROM runs") == [("done",)]
+    assert query(db, "SELECT count(*), count(DISTINCT budget_fraction), min(n_train) > 0, count(snapshot_id)"
+                     " FROM evaluations") == [(2, 2, True, 2)]
     exported = duckdb.sql(f"SELECT count(*) FROM '{tmp_path / 'exports' / 'tiny.parquet'}'").fetchall()
     assert exported == [(filtered["kept"],)]
     # the partition and its materializations are in the instance, as the UI shows them

@@ -83,7 +83,7 @@ def test_lock_quality_is_optional_and_outside_the_version_fingerprint(tmp_path: 
     with_quality = LockFile.model_validate({**lock.model_dump(), "quality": quality_section(groups)})
     write_lock(tmp_path / "new.lock.yaml", with_quality)
     assert read_lock(tmp_path / "new.lock.yaml").quality["style"][""].values == 1
-    with Store(tmp_path / "s.duckdb") as store:
+    with Store(tmp_path / "s-store") as store:
         record_lock(store, spec, lock, "lock")
         first = store.latest_elicitation(spec.hash)
         record_lock(store, spec, with_quality, "lock")
@@ -163,7 +163,7 @@ def test_report_shows_the_lock_quality_and_warns_on_noise(tmp_path: Path) -> Non
     lock = to_lock(spec, Elicited(values={"topic": {"": DEGENERATE}}))  # an older lock: no quality recorded
     assert lock.quality == {} and isinstance(lock.attributes["topic"], LockedDimension)
     write_lock(lock_path(spec), lock)
-    with Store(tmp_path / "r.duckdb") as store:
+    with Store(tmp_path / "r-store") as store:
         html = write_report(spec, store, tmp_path / "out").read_text(encoding="utf-8")
     assert "<h2>Elicitation quality</h2>" in html and "9 of 10 values are degenerate" in html
     assert "class name 1, repeated 3, identifier 4, number 1" in html

@@ -85,16 +85,13 @@ SECRET = "sk-test-secret-4f9a2c7e-never-stored"
 
 def _store_text(db: Path) -> list[str]:
     """Every cell of every table of a store, as text (blobs decoded leniently)."""
-    import duckdb
+    from factory.store import Store
 
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        tables = [t for (t,) in con.execute("SELECT table_name FROM information_schema.tables").fetchall()]
+    with Store(db, read_only=True) as store:
+        tables = list(store.table_counts())
         assert {"runs", "llm_requests", "samples", "specs", "prompts"} <= set(tables)
         return [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
-                for t in tables for row in con.execute(f'SELECT * FROM "{t}"').fetchall() for v in row]
-    finally:
-        con.close()
+                for t in tables for row in store.sql(f'SELECT * FROM "{t}"') for v in row]
 
 
 def test_api_key_reaches_the_server_and_nothing_else(tmp_path: Path, db: Path, monkeypatch: pytest.MonkeyPatch,
@@ -114,11 +111,11 @@ def test_api_key_reaches_the_server_and_nothing_else(tmp_path: Path, db: Path, m
         key_env = "max_retries: 8\n  api_key_env: FACTORY_TEST_API_KEY"
         spec_path.write_text(spec_path.read_text().replace("max_retries: 8", key_env))
         result = materialize_spec(spec_path, db, instance=instance, through="generations", log_level="DEBUG")
-        cli = CliRunner().invoke(app, ["run", str(spec_path), "--db", str(tmp_path / "cli.duckdb"), "--no-progress"])
+        cli = CliRunner().invoke(app, ["run", str(spec_path), "--db", str(tmp_path / "cli-store"), "--no-progress"])
         stats = server.stats()
     assert result.success and cli.exit_code == 0, cli.output
     assert stats["sent_by_authorization"] == {f"Bearer {SECRET}": stats["total"]} and stats["fault_500"] > 0
-    for store in (db, tmp_path / "cli.duckdb"):
+    for store in (db, tmp_path / "cli-store"):
         assert not [v for v in _store_text(store) if SECRET in v]
         assert SECRET.encode() not in store.read_bytes()
     assert SECRET not in cli.output and SECRET not in caplog.text
@@ -205,7 +202,7 @@ def test_budget_caps_stop_cleanly(tmp_path: Path, db: Path) -> None:
         assert server.stats()["total"] == 7
         assert rows(db, "SELECT status FROM runs") == [("budget_stopped",)]
         # the token cap: spend never passes it, whatever is in flight
-        db2 = tmp_path / "t.duckdb"
+        db2 = tmp_path / "t-store"
         path = write_spec(tmp_path, server.base_url, spc=20, extra="  max_tokens: 900\n")
         result = run(path, db2)
         spent = rows(db2, "SELECT sum(prompt_tokens + completion_tokens), count(*) FROM llm_requests")[0]

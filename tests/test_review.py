@@ -109,7 +109,7 @@ def project(tmp_path: Path) -> Iterator[tuple[Path, Path, FaultServer]]:
     injector; a tiny test set for the train job."""
     with FaultServer() as server:
         path = write_spec(tmp_path, server.base_url)
-        db = tmp_path / "factory.duckdb"
+        db = tmp_path / "factory-store"
         with Store(db) as store:
             lock_spec(load_spec(path), store)
         filtered(path, db, tmp_path)
@@ -256,35 +256,12 @@ def test_token_is_required_beyond_loopback(project: tuple[Path, Path, FaultServe
         assert store.review_decisions(load_spec(path).hash) == {}
 
 
-def test_older_store_read_only_has_no_reviews(project: tuple[Path, Path, FaultServer], tmp_path: Path) -> None:
-    """A v2 store (no review tables) still exports and trains read-only; a write open upgrades it."""
-    import duckdb
-
-    path, db, _ = project
-    spec = load_spec(path)
-    con = duckdb.connect(str(db))
-    con.execute("DROP TABLE review_decisions; DROP TABLE attribute_edits;"
-                " UPDATE meta SET value = '2' WHERE key = 'schema_version'")
-    con.close()
-    with Store(db, read_only=True) as store:
-        assert store.export_samples(spec.hash, tmp_path / "old.jsonl", "jsonl") == 12
-        assert len(store.kept_samples(spec.hash)) == 12 and store.review_decisions(spec.hash) == {}
-    with Store(db) as store:
-        sample_id = store.review_samples(spec.hash)[0]["sample_id"]
-        store.save_review(spec.hash, sample_id, "reject", "bob")
-        assert len(store.kept_samples(spec.hash)) == 11
-        with pytest.raises(ValueError, match="needs the new label"):
-            store.save_review(spec.hash, sample_id, "relabel", "bob")
-        with pytest.raises(KeyError):
-            store.save_review(spec.hash, "no-such-sample", "keep", "bob")
-
-
 def test_value_rows_and_lock_edits(tmp_path: Path) -> None:
     """Given values are read-only, CAF drops carry their reason, edits keep the lock valid."""
     with FaultServer() as server:
         path = write_spec(tmp_path, server.base_url)
         spec = load_spec(path)
-        with Store(tmp_path / "f.duckdb") as store:
+        with Store(tmp_path / "f-store") as store:
             lock_spec(spec, store)
     lock = read_lock(lock_path(spec))
     data = lock.model_dump(mode="json")

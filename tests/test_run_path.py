@@ -52,7 +52,7 @@ def test_a_cli_run_parses_the_spec_once(llm_server, tmp_path: Path, monkeypatch:
     real = factory.spec.parse_spec
     monkeypatch.setattr(factory.spec, "parse_spec", lambda *a, **k: calls.append(1) or real(*a, **k))
     path = write(tmp_path, llm_server.base_url)
-    result = CliRunner().invoke(app, ["run", str(path), "--db", str(tmp_path / "f.duckdb"), "--no-progress"])
+    result = CliRunner().invoke(app, ["run", str(path), "--db", str(tmp_path / "f-store"), "--no-progress"])
     assert result.exit_code == 0, result.output
     assert len(calls) == 1
 
@@ -61,10 +61,10 @@ def test_a_cli_run_parses_the_spec_once(llm_server, tmp_path: Path, monkeypatch:
 def test_any_suffix_and_folder_works(llm_server, tmp_path: Path) -> None:
     path = write(tmp_path / "elsewhere" / "deep", llm_server.base_url, name="news.v2.yml")
     for command in (["validate", str(path)], ["plan", str(path)],
-                    ["run", str(path), "--db", str(tmp_path / "f.duckdb"), "--no-progress"]):
+                    ["run", str(path), "--db", str(tmp_path / "f-store"), "--no-progress"]):
         result = CliRunner().invoke(app, command)
         assert result.exit_code == 0, (command, result.output)
-    assert q(tmp_path / "f.duckdb", "SELECT count(*) FROM samples") == [(9,)]
+    assert q(tmp_path / "f-store", "SELECT count(*) FROM samples") == [(9,)]
     assert set(spec_files(path.parent)) == {"news.v2"}  # the sensor's folder listing sees .yml specs too
 
 
@@ -77,7 +77,7 @@ def test_stages_hand_on_their_results(llm_server, tmp_path: Path, monkeypatch: p
     real_resolve, real_plan = assets.resolve_attributes, assets.Plan
     monkeypatch.setattr(assets, "resolve_attributes", lambda *a, **k: resolved.append(1) or real_resolve(*a, **k))
     monkeypatch.setattr(assets, "Plan", lambda *a, **k: plans.append(1) or real_plan(*a, **k))
-    generate(write(tmp_path, llm_server.base_url), tmp_path / "f.duckdb")
+    generate(write(tmp_path, llm_server.base_url), tmp_path / "f-store")
     assert len(resolved) == 1 and len(plans) == 1
 
 
@@ -89,9 +89,9 @@ def test_the_endpoint_is_a_resource_a_test_swaps(llm_server, tmp_path: Path,
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
     monkeypatch.setenv("LLAMA_SERVER", str(tmp_path / "no-llama-server"))
     path = write(tmp_path, None)
-    result = generate(path, tmp_path / "f.duckdb", resources={"llm": LLMResource(base_url=llm_server.base_url)})
+    result = generate(path, tmp_path / "f-store", resources={"llm": LLMResource(base_url=llm_server.base_url)})
     assert result.status == "done" and result.sent == 9
-    assert q(tmp_path / "f.duckdb", "SELECT count(*) FROM llm_requests") == [(9,)]
+    assert q(tmp_path / "f-store", "SELECT count(*) FROM llm_requests") == [(9,)]
 
 
 @pytest.mark.llm
@@ -104,8 +104,8 @@ def test_a_method_elicits_only_the_dimensions_it_uses(llm_server, tmp_path: Path
     path = write(tmp_path, llm_server.base_url, body=body.replace("method: attrprompt", f"method: {method}"))
     est = estimate(load_spec(path))
     assert set(est.elicited) == elicited
-    generate(path, tmp_path / "f.duckdb")
-    prompts = [m for (m,) in q(tmp_path / "f.duckdb", "SELECT messages FROM prompts WHERE method = 'elicit'")]
+    generate(path, tmp_path / "f-store")
+    prompts = [m for (m,) in q(tmp_path / "f-store", "SELECT messages FROM prompts WHERE method = 'elicit'")]
     assert all("subtopic" not in p for p in prompts)
     assert bool(prompts) == bool(elicited)
     if not elicited:
@@ -115,7 +115,7 @@ def test_a_method_elicits_only_the_dimensions_it_uses(llm_server, tmp_path: Path
 @pytest.mark.llm
 def test_the_evaluation_check_is_skipped_without_a_test_set(llm_server, tmp_path: Path) -> None:
     path = write(tmp_path, llm_server.base_url, extra="}\nfilters: {near_dup: null, min_words: 0")
-    result = CliRunner().invoke(app, ["run", str(path), "--db", str(tmp_path / "f.duckdb"), "--no-progress"])
+    result = CliRunner().invoke(app, ["run", str(path), "--db", str(tmp_path / "f-store"), "--no-progress"])
     assert result.exit_code == 0, result.output
     assert "check evaluation_present: skipped" in result.output
     assert "check budget_not_exceeded: pass" in result.output
@@ -125,9 +125,9 @@ def test_the_evaluation_check_is_skipped_without_a_test_set(llm_server, tmp_path
 def test_a_capped_run_is_balanced_across_classes(llm_server, tmp_path: Path) -> None:
     """30% of the requests: every class within one sample of the others (the plan interleaves classes)."""
     path = write(tmp_path, llm_server.base_url, spc=20, extra=", max_requests: 18")
-    result = generate(path, tmp_path / "f.duckdb")
+    result = generate(path, tmp_path / "f-store")
     assert result.status == "budget_stopped"
-    counts = dict(q(tmp_path / "f.duckdb", "SELECT class, count(*) FROM samples GROUP BY 1"))
+    counts = dict(q(tmp_path / "f-store", "SELECT class, count(*) FROM samples GROUP BY 1"))
     assert sum(counts.values()) == 18 and set(counts) == {"sports", "business", "weather"}
     assert max(counts.values()) - min(counts.values()) <= 1
 
@@ -137,8 +137,8 @@ def test_the_ten_percent_budget_subset_trains_on_every_class(llm_server, tmp_pat
     from factory.training.evaluate import budget_subsets, pool_from_store
 
     path = write(tmp_path, llm_server.base_url, classes="[sports, business, weather, science]", spc=10)
-    generate(path, tmp_path / "f.duckdb")
-    with Store(tmp_path / "f.duckdb") as store:
+    generate(path, tmp_path / "f-store")
+    with Store(tmp_path / "f-store") as store:
         pool = pool_from_store(store, load_spec(path))
     (tenth,) = budget_subsets(pool, [0.1])
     assert tenth.requests == 4 and sorted(tenth.labels) == ["business", "science", "sports", "weather"]

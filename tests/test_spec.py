@@ -152,7 +152,7 @@ def test_missing_file(tmp_path: Path) -> None:
 def test_cli_rejects_malformed_and_writes_nothing(tmp_path: Path, name: str, text: str, field: str, line: int,
                                                   phrase: str) -> None:
     path = write(tmp_path, text)
-    db = tmp_path / "store.duckdb"
+    db = tmp_path / "store-store"
     for command in (["validate", str(path)], ["plan", str(path)], ["run", str(path), "--db", str(db)]):
         result = CliRunner().invoke(app, command)
         assert result.exit_code == 2, result.output

@@ -29,10 +29,8 @@ def _sample(run_id: str, sample_id: str = "s1", text: str = "hello world") -> Sa
 
 
 def test_newer_schema_fails_clearly(db: Path) -> None:
-    Store(db).close()
-    con = duckdb.connect(str(db))
-    con.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", [str(SCHEMA_VERSION + 1)])
-    con.close()
+    with Store(db) as store:
+        store._exec("UPDATE meta SET value = ? WHERE key = 'schema_version'", [str(SCHEMA_VERSION + 1)])
     with pytest.raises(StoreError, match=f"schema v{SCHEMA_VERSION + 1}, written by a newer attrfactory"):
         Store(db)
 
@@ -52,9 +50,8 @@ def test_crash_mid_transaction_loses_nothing_committed(db: Path) -> None:
         from factory.store import Store
         spec = parse_spec("name: tiny\\ndomain: note\\nclasses: [a, b]\\n")
         store = Store({str(db)!r})
-        with store.transaction():
-            store.record_spec(spec, "yaml")
-            run_id = store.start_run(spec)
+        store.record_spec(spec, "yaml")
+        run_id = store.start_run(spec)
         store.con.execute("BEGIN TRANSACTION")
         store.con.execute("INSERT INTO metrics VALUES ('x', NULL, 'overall', 'half-written', 1.0, now())")
         os.kill(os.getpid(), signal.SIGKILL)
@@ -108,11 +105,11 @@ def test_records_are_inserted_by_column_name(db: Path) -> None:
         run_id = store.start_run(SPEC)
         shuffled: Any = _ShuffledPrompt(messages='["m"]', method="generate", prompt_hash="p1")
         store.save_completions([shuffled, _sample(run_id, "s1"), _sample(run_id, "s2", "second")])
-        assert store.con.execute("SELECT prompt_hash, method, messages FROM prompts").fetchall() == [
+        assert store.sql("SELECT prompt_hash, method, messages FROM prompts") == [
             ("p1", "generate", '["m"]')]
-        got = store.con.execute("SELECT sample_id, class, text, seed, is_refusal FROM samples ORDER BY 1").fetchall()
+        got = store.sql("SELECT sample_id, class, text, seed, is_refusal FROM samples ORDER BY 1")
         assert got == [("s1", "a", "hello world", 7, False), ("s2", "a", "second", 7, False)]
         # Idempotent: the same rows again change nothing, a new one is added.
         store.save_completions([_sample(run_id, "s1", "changed"), _sample(run_id, "s3")])
-        assert [r[0] for r in store.con.execute("SELECT text FROM samples ORDER BY sample_id").fetchall()] == [
+        assert [r[0] for r in store.sql("SELECT text FROM samples ORDER BY sample_id")] == [
             "hello world", "second", "hello world"]

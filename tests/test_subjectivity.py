@@ -159,7 +159,7 @@ def _task_files(tmp_path: Path) -> None:
 
 def test_compare_report_across_two_specs(tmp_path: Path) -> None:
     _task_files(tmp_path)
-    db = tmp_path / "factory.duckdb"
+    db = tmp_path / "factory-store"
     paths = []
     with FaultServer(seed=2) as server:
         for name, method in (("news_zeroshot", "zeroshot"), ("news_fewshot", "fewshot")):
@@ -217,7 +217,7 @@ def test_the_asset_graph_measures_the_gap_and_shows_it_in_the_metadata(tmp_path:
         path.write_text(SPEC.format(name="news_graph", method="attrprompt", base_url=server.base_url)
                         .replace("values: [report, interview]", "values_file: styles.txt")
                         .replace("generation:", "similar_classes: {k: 0}\ngeneration:"))
-        result = materialize_spec(path, tmp_path / "f.duckdb", export_dir=tmp_path / "exports")
+        result = materialize_spec(path, tmp_path / "f-store", export_dir=tmp_path / "exports")
     meta = materialization_metadata(result, "evaluation")
     assert set(meta["macro_f1_by_source"]) == {"synthetic", "gold", "synthetic+gold"}
     f1 = meta["macro_f1_by_source"]

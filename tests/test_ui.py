@@ -41,9 +41,9 @@ def ui(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
         spec = specs / "tiny.yaml"
         spec.write_text(spec_text.replace("name: example-minimal", "name: tiny")
                         .replace("generation:\n", f"generation:\n  base_url: {server.base_url}\n"))
-        assert materialize_spec(spec, tmp_path / "f.duckdb", export_dir=tmp_path / "exports").success
+        assert materialize_spec(spec, tmp_path / "f-store", export_dir=tmp_path / "exports").success
     port = free_port()
-    env = {**os.environ, "FACTORY_SPECS_DIR": str(specs), "FACTORY_DB": str(tmp_path / "f.duckdb")}
+    env = {**os.environ, "FACTORY_SPECS_DIR": str(specs), "FACTORY_DB": str(tmp_path / "f-store")}
     dagster = Path(sys.executable).with_name("dagster")
     proc = subprocess.Popen([str(dagster), "dev", "-m", "factory.defs", "-h", "127.0.0.1", "-p", str(port)],
                             env=env, cwd=tmp_path, stdout=open(tmp_path / "dev.log", "wb"), stderr=subprocess.STDOUT,

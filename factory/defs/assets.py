@@ -31,6 +31,7 @@ from factory.defs.runners import KubernetesTrainRunner, StagedJob, TrainJobRunne
 from factory.generation.plan import Plan, fewshot_examples
 from factory.generation.run import generation_stage
 from factory.spec import Spec
+from factory.store import Store
 from factory.training.subjectivity import TaskRow, task_row
 from factory.training.subjectivity import advice as subjectivity_advice
 
@@ -88,7 +89,7 @@ def _quality_metadata(spec: Spec, lock: LockFile | None) -> dict[str, Any]:
 )
 def attributes(context: AssetExecutionContext, spec: Spec, store: StoreResource, llm: LLMResource,
                options: RunOptions):  # type: ignore[no-untyped-def]
-    with store.open() as st:
+    with store.open() as st, store.lease(st, spec.name, context.run.run_id, context.log):
         attrs, lock = resolve_attributes(spec, st, llm.endpoints, refresh=options.refresh)
         version, _ = st.latest_elicitation(spec.hash)
     similar = "\n".join(f"- **{c}**: {', '.join(v) or '-'}" for c, v in attrs.similar.items())
@@ -125,7 +126,7 @@ def prompts(context: AssetExecutionContext, spec: Spec, caf_filtered_values: Att
 def generations(context: AssetExecutionContext, prompts: Plan, store: StoreResource, llm: LLMResource,
                 options: RunOptions) -> MaterializeResult:
     s = prompts.spec
-    with store.open() as st:
+    with store.open() as st, store.lease(st, s.name, context.run.run_id, context.log):
         result = generation_stage(prompts, st, llm.endpoints, options.show_progress)
         per_class = st.class_counts(s.hash)
         spent = st.spend_for_spec(s.hash)
@@ -189,14 +190,17 @@ def _stage_job(s: Spec, key: str, export_dir: str, store: StoreResource, test_se
     work.mkdir(parents=True, exist_ok=True)
     samples, staged_test = work / "samples.parquet", work / f"test{test_set.suffix}"
     with store.open() as st:
-        n = st.export_samples(s.hash, samples, "parquet")
+        snapshot = st.snapshot_id()  # the job trains on exactly this version of the data
+        version = st.version_of_snapshot(s.name, snapshot)
+    with Store(st.location, snapshot=snapshot) as pinned:
+        n = pinned.export_samples(s.hash, samples, "parquet")
     shutil.copyfile(test_set, staged_test)
     train_set = s.existing_file(s.evaluation.train_set)
     staged_train = None
     if train_set is not None:
         staged_train = work / f"train{train_set.suffix}"
         shutil.copyfile(train_set, staged_train)
-    return StagedJob(s.text(), samples, staged_test, staged_train), n
+    return StagedJob(s.text(), samples, staged_test, staged_train, snapshot, version), n
 
 
 @asset(partitions_def=SPECS, group_name=GROUP, deps=["filtered_samples"],
@@ -214,11 +218,14 @@ def classifier(context: AssetExecutionContext, spec: Spec, store: StoreResource,
                            "(set FACTORY_RUNNER=kubernetes where the cluster is reachable)")
     job, n = _stage_job(s, context.partition_key, options.export_dir, store, test_set)
     outcome = train_runner.run(context, s, job)
+    rows = [dict(r, snapshot_id=job.snapshot_id, dataset_version=job.dataset_version)
+            for r in outcome.results["evaluations"]]
     with store.open() as st:
-        saved = st.save_evaluations(outcome.results["evaluations"])
+        saved = st.save_evaluations(rows)
     meta = dict(outcome.materialization.metadata or {})
     return MaterializeResult(metadata={**meta, "runner": outcome.runner, "train_samples": n,
-                                       "evaluations_saved": saved})
+                                       "evaluations_saved": saved, "snapshot": job.snapshot_id,
+                                       "dataset_version": job.dataset_version or "-"})
 
 
 @multi_asset(

@@ -11,6 +11,7 @@ from dagster import AssetSelection, DagsterInstance, ExecuteInProcessResult, mat
 from factory.defs import with_io
 from factory.defs.assets import ASSETS, SPECS
 from factory.spec import Spec
+from factory.store import StoreLocation
 from factory.defs.resources import RunOptions, SpecCatalog, StoreResource, resources_from_env, spec_key
 
 
@@ -19,15 +20,17 @@ def instance_for_cli() -> DagsterInstance:
     return DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else DagsterInstance.ephemeral()
 
 
-def materialize_spec(spec_path: Path, db_path: Path, *, spec: Spec | None = None, show_progress: bool = False, refresh: bool = False,
+def materialize_spec(spec_path: Path, db_path: str | Path | StoreLocation, *, spec: Spec | None = None, show_progress: bool = False, refresh: bool = False,
                      instance: DagsterInstance | None = None, log_level: str = "WARNING",
                      export_dir: Path | None = None, resources: dict[str, Any] | None = None,
-                     through: str | None = None) -> ExecuteInProcessResult:
+                     through: str | None = None, lease_wait_s: float | None = 0.0) -> ExecuteInProcessResult:
     """Materialize the assets of ``spec_path``'s partition (its file name without the suffix) into
-    ``db_path``: all of them, or ``through`` an asset (it and everything upstream of it, e.g.
+    the store ``db_path``: all of them, or ``through`` an asset (it and everything upstream of it, e.g.
     ``"generations"``). ``spec``: the file already parsed (the run parses it no more). ``resources``
-    replace the deployment's (e.g. a test's own LLM endpoint)."""
+    replace the deployment's (e.g. a test's own LLM endpoint). ``lease_wait_s``: how long to wait for another
+    run of the same spec (0: refuse at once, None: wait)."""
     key = spec_key(spec_path)
+    location = db_path if isinstance(db_path, StoreLocation) else StoreLocation.parse(db_path)
     instance = instance or instance_for_cli()
     if not instance.has_dynamic_partition(SPECS.name, key):
         instance.add_dynamic_partitions(SPECS.name, [key])
@@ -35,7 +38,7 @@ def materialize_spec(spec_path: Path, db_path: Path, *, spec: Spec | None = None
     chosen = resources_from_env(
         specs=SpecCatalog(specs_dir=str(spec_path.resolve().parent), files={key: str(spec_path.resolve())},
                           preloaded={key: spec} if spec is not None else {}),
-        store=StoreResource(db_path=str(db_path)),
+        store=StoreResource(location=location.url, data_path=location.data_path, lease_wait_s=lease_wait_s),
         options=RunOptions(export_dir=export, show_progress=show_progress, refresh=refresh))
     run_config: dict[str, Any] = {"loggers": {"console": {"config": {"log_level": log_level}}}}
     selection = AssetSelection.assets(through).upstream().required_multi_asset_neighbors() if through else None

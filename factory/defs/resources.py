@@ -2,7 +2,7 @@
 embedder and the train/eval job runner. A deployment (or a test) swaps a resource, not the code.
 
 ``resources_from_env`` builds the set a deployment uses from the environment: ``FACTORY_SPECS_DIR``,
-``FACTORY_DB``, ``FACTORY_EXPORT_DIR``, ``OPENAI_BASE_URL`` and ``FACTORY_RUNNER`` (``local``: the job as
+``FACTORY_STORE`` (``FACTORY_DB``), ``FACTORY_DATA_PATH``, ``FACTORY_LEASE_WAIT_S``, ``FACTORY_EXPORT_DIR``, ``OPENAI_BASE_URL`` and ``FACTORY_RUNNER`` (``local``: the job as
 a subprocess; ``kubernetes``: as a pod). API keys are read from the environment variable a spec names,
 only when a request is sent; no resource holds one.
 """
@@ -21,7 +21,7 @@ from pydantic import PrivateAttr
 
 from factory.generation.llm.client import EndpointProvider
 from factory.spec import Spec, load_spec
-from factory.store import Store
+from factory.store import Lease, Store, StoreLocation
 
 SPEC_SUFFIXES = (".yaml", ".yml")
 LOCK_SUFFIXES = (".lock.yaml", ".lock.yml")
@@ -68,14 +68,25 @@ class SpecCatalog:
 
 
 class StoreResource(ConfigurableResource):
-    """The DuckDB store; each stage opens it for its own transactions and closes it again."""
+    """The shared store (a folder, or ``postgres:CONNINFO`` with ``data_path``; default ``$FACTORY_STORE``);
+    each stage opens it for its own transactions and closes it again. ``lease_wait_s``: how long a run waits
+    for another run of the same spec (0: refuse at once; None: as long as it takes)."""
 
-    db_path: str = "factory.duckdb"
+    location: str | None = None
+    data_path: str | None = None
+    lease_wait_s: float | None = 3600.0
 
     @contextmanager
     def open(self) -> Iterator[Store]:
-        with Store(self.db_path) as store:
+        with Store(StoreLocation.parse(self.location, self.data_path)) as store:
             yield store
+
+    def lease(self, store: Store, spec_name: str, holder: str, log: Any = None) -> Lease:
+        """The spec's lease for one stage (two runs of one spec never write at once)."""
+        def waiting(held: Exception) -> None:
+            if log is not None:
+                log.info(f"waiting: {held}")
+        return Lease(store, spec_name, holder, wait_s=self.lease_wait_s, on_wait=waiting)
 
 
 class LLMResource(ConfigurableResource):
@@ -130,7 +141,9 @@ def resources_from_env(env: Mapping[str, str] | None = None, **overrides: Any) -
     env = os.environ if env is None else env
     resources: dict[str, Any] = {
         "specs": SpecCatalog(specs_dir=env.get("FACTORY_SPECS_DIR", "specs")),
-        "store": StoreResource(db_path=env.get("FACTORY_DB", "factory.duckdb")),
+        "store": StoreResource(location=env.get("FACTORY_STORE") or env.get("FACTORY_DB") or None,
+                               data_path=env.get("FACTORY_DATA_PATH") or None,
+                               lease_wait_s=float(env.get("FACTORY_LEASE_WAIT_S", "3600"))),
         "llm": LLMResource(base_url=env.get("OPENAI_BASE_URL") or None),
         "embedder": EmbedderResource(),
         "train_runner": runner_from_env(env),

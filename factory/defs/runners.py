@@ -22,6 +22,8 @@ class StagedJob:
     samples: Path
     test_set: Path
     train_set: Path | None = None  # the real train set, for the gold comparisons
+    snapshot_id: int | None = None  # the store snapshot the samples were exported at
+    dataset_version: int | None = None  # the spec's dataset version at that snapshot
 
 
 @dataclass(frozen=True)

@@ -163,7 +163,7 @@ class RequestWriter:
     def __init__(self, store: Store, linger_s: float = 0.01):
         self.store = store
         self.linger_s = linger_s
-        self.cursor = store.con.cursor()
+        self.cursor = store.cursor()
         self.queue: asyncio.Queue[Record] = asyncio.Queue()
         self.task: asyncio.Task[None] | None = None
         self.written = 0

@@ -1,190 +1,42 @@
-"""The DuckDB store: the schema and every SQL statement of the factory (nothing else writes SQL).
+"""The store: every SQL statement of the factory (nothing else writes SQL), on a DuckLake catalog.
 
-One file (default ``./factory.duckdb``, or ``$FACTORY_DB``) holds the specs, runs, elicited attributes,
-prompts, the LLM request cache, the samples with their full provenance, filter decisions, metrics and
-evaluations. Each stage writes inside one transaction, so a crash loses nothing that was committed.
-API keys are never written here: requests store the model and parameters, never the client's credentials.
+The store holds the specs, runs, elicited attributes, prompts, the LLM request cache, the samples with their
+full provenance, filter decisions, metrics, evaluations and dataset versions. Many processes share it: each
+write is one DuckLake transaction under the writer token (a one-row table every writer updates, so that two
+concurrent writers conflict and one retries: keys stay unique without constraints); completions go through
+the process's journal (:mod:`factory.store.journal`). Reads never wait for writers. API keys are never
+written here: requests store the model and parameters, never the client's credentials.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import threading
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from operator import attrgetter
-from typing import Any, ClassVar
+from typing import Any, TypeVar
 
 import duckdb
 
 from factory.spec import Spec
+from factory.store.housekeeping import maybe_compact
+from factory.store.journal import Journal, recover
+from factory.store.lake import SHARED, StoreError, StoreLocation, attach, retrying
+from factory.store.schema import (JOURNALED, SCHEMA, SCHEMA_VERSION, UNIQUE_KEYS, Record, _arrow_records,
+                                  _Record)
 
-SCHEMA_VERSION = 3  # v2: asset_values (what one stage hands to the next); v3: review_decisions, attribute_edits
-DEFAULT_DB = "factory.duckdb"
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL);
-CREATE TABLE IF NOT EXISTS specs (
-    spec_hash VARCHAR PRIMARY KEY, name VARCHAR NOT NULL, path VARCHAR, yaml VARCHAR NOT NULL,
-    spec JSON NOT NULL, created_at TIMESTAMPTZ NOT NULL);
-CREATE TABLE IF NOT EXISTS runs (
-    run_id VARCHAR PRIMARY KEY, spec_hash VARCHAR NOT NULL, spec_name VARCHAR NOT NULL,
-    method VARCHAR, model VARCHAR, status VARCHAR NOT NULL, started_at TIMESTAMPTZ NOT NULL,
-    finished_at TIMESTAMPTZ, requests INTEGER DEFAULT 0, cached INTEGER DEFAULT 0,
-    prompt_tokens BIGINT DEFAULT 0, completion_tokens BIGINT DEFAULT 0, cost_usd DOUBLE DEFAULT 0,
-    message VARCHAR);
-CREATE TABLE IF NOT EXISTS elicitations (
-    spec_hash VARCHAR NOT NULL, version INTEGER NOT NULL, source VARCHAR NOT NULL, model VARCHAR NOT NULL,
-    digest VARCHAR NOT NULL, created_at TIMESTAMPTZ NOT NULL, PRIMARY KEY (spec_hash, version));
-CREATE TABLE IF NOT EXISTS attribute_values (
-    spec_hash VARCHAR NOT NULL, version INTEGER NOT NULL, dimension VARCHAR NOT NULL,
-    class VARCHAR NOT NULL, value VARCHAR NOT NULL, source VARCHAR NOT NULL, kept BOOLEAN NOT NULL,
-    created_at TIMESTAMPTZ NOT NULL);
-CREATE TABLE IF NOT EXISTS similar_classes (
-    spec_hash VARCHAR NOT NULL, version INTEGER NOT NULL, class VARCHAR NOT NULL,
-    similar_class VARCHAR NOT NULL, rank INTEGER NOT NULL, created_at TIMESTAMPTZ NOT NULL);
-CREATE TABLE IF NOT EXISTS caf_decisions (
-    spec_hash VARCHAR NOT NULL, version INTEGER NOT NULL, dimension VARCHAR NOT NULL,
-    class VARCHAR NOT NULL, value VARCHAR NOT NULL, dropped BOOLEAN NOT NULL, relevant_to VARCHAR,
-    reason VARCHAR, created_at TIMESTAMPTZ NOT NULL);
-CREATE TABLE IF NOT EXISTS prompts (
-    prompt_hash VARCHAR PRIMARY KEY, method VARCHAR NOT NULL, messages JSON NOT NULL,
-    created_at TIMESTAMPTZ NOT NULL);
-CREATE TABLE IF NOT EXISTS llm_requests (
-    request_key VARCHAR PRIMARY KEY, model VARCHAR NOT NULL, params JSON NOT NULL,
-    prompt_hash VARCHAR NOT NULL, purpose VARCHAR NOT NULL, choices JSON NOT NULL,
-    finish_reasons JSON, prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL,
-    cost_usd DOUBLE NOT NULL, latency_s DOUBLE, attempts INTEGER, created_at TIMESTAMPTZ NOT NULL);
-CREATE TABLE IF NOT EXISTS samples (
-    sample_id VARCHAR PRIMARY KEY, spec_hash VARCHAR NOT NULL, run_id VARCHAR NOT NULL,
-    class VARCHAR NOT NULL, text VARCHAR NOT NULL, attributes JSON NOT NULL, seed BIGINT NOT NULL,
-    sample_index INTEGER NOT NULL, choice_index INTEGER NOT NULL, method VARCHAR NOT NULL,
-    prompt_hash VARCHAR NOT NULL, request_key VARCHAR NOT NULL, model VARCHAR NOT NULL,
-    params JSON NOT NULL, prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL,
-    cost_usd DOUBLE NOT NULL, is_refusal BOOLEAN NOT NULL, generated_at TIMESTAMPTZ NOT NULL,
-    created_at TIMESTAMPTZ NOT NULL);
-CREATE TABLE IF NOT EXISTS filter_decisions (
-    spec_hash VARCHAR NOT NULL, sample_id VARCHAR NOT NULL, filter VARCHAR NOT NULL,
-    kept BOOLEAN NOT NULL, reason VARCHAR, created_at TIMESTAMPTZ NOT NULL);
-CREATE TABLE IF NOT EXISTS metrics (
-    spec_hash VARCHAR NOT NULL, run_id VARCHAR, scope VARCHAR NOT NULL, name VARCHAR NOT NULL,
-    value DOUBLE, created_at TIMESTAMPTZ NOT NULL);
-CREATE TABLE IF NOT EXISTS embeddings (
-    text_hash VARCHAR NOT NULL, model VARCHAR NOT NULL, vector FLOAT[] NOT NULL,
-    created_at TIMESTAMPTZ NOT NULL, PRIMARY KEY (text_hash, model));
-CREATE TABLE IF NOT EXISTS evaluations (
-    eval_id VARCHAR PRIMARY KEY, spec_hash VARCHAR NOT NULL, method VARCHAR, trainer VARCHAR NOT NULL,
-    train_source VARCHAR NOT NULL, test_set VARCHAR NOT NULL, n_train INTEGER NOT NULL,
-    budget_fraction DOUBLE NOT NULL, requests INTEGER, tokens BIGINT, cost_usd DOUBLE,
-    accuracy DOUBLE, macro_f1 DOUBLE, micro_f1 DOUBLE, per_class JSON, confusion JSON, details JSON,
-    created_at TIMESTAMPTZ NOT NULL);
-CREATE TABLE IF NOT EXISTS asset_values (
-    asset VARCHAR NOT NULL, partition VARCHAR NOT NULL, value BLOB NOT NULL, created_at TIMESTAMPTZ NOT NULL,
-    PRIMARY KEY (asset, partition));
-CREATE TABLE IF NOT EXISTS review_decisions (
-    spec_hash VARCHAR NOT NULL, sample_id VARCHAR NOT NULL, request_key VARCHAR NOT NULL,
-    choice_index INTEGER NOT NULL, decision VARCHAR NOT NULL, label VARCHAR, note VARCHAR,
-    reviewer VARCHAR NOT NULL, created_at TIMESTAMPTZ NOT NULL);
-CREATE TABLE IF NOT EXISTS attribute_edits (
-    spec_hash VARCHAR NOT NULL, dimension VARCHAR NOT NULL, class VARCHAR NOT NULL, value VARCHAR NOT NULL,
-    action VARCHAR NOT NULL, new_value VARCHAR, note VARCHAR, reviewer VARCHAR NOT NULL,
-    created_at TIMESTAMPTZ NOT NULL);
-"""
+T = TypeVar("T")
 
 # The newest human review decision per generated text (request and choice: a top-up under a new spec hash
 # that reuses the cached request keeps it). ``label`` is the reviewed class of a relabel, else NULL.
 REVIEWED = ("(SELECT request_key, choice_index, decision, CASE WHEN decision = 'relabel' THEN label END AS label,"
             " note, reviewer, created_at FROM review_decisions QUALIFY row_number() OVER"
             " (PARTITION BY request_key, choice_index ORDER BY created_at DESC) = 1)")
-# The same columns, empty: a store of an older schema opened read-only has no review_decisions table.
-NO_REVIEWS = ("(SELECT NULL::VARCHAR AS request_key, NULL::INTEGER AS choice_index, NULL::VARCHAR AS decision,"
-              " NULL::VARCHAR AS label, NULL::VARCHAR AS note, NULL::VARCHAR AS reviewer,"
-              " NULL::TIMESTAMPTZ AS created_at WHERE false)")
 REVIEW_DECISIONS = ("keep", "reject", "relabel")
-
-
-class _Record:
-    """A row of ``TABLE``: each field is a column of that name (a trailing ``_`` dropped: ``class_``)."""
-
-    __slots__ = ()
-    TABLE: ClassVar[str]
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class PromptRecord(_Record):
-    """A row of ``prompts``: a rendered prompt, stored once by hash."""
-
-    TABLE: ClassVar[str] = "prompts"
-    prompt_hash: str
-    method: str
-    messages: str  # JSON
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RequestRecord(_Record):
-    """A row of ``llm_requests``: one completed LLM request (the cache)."""
-
-    TABLE: ClassVar[str] = "llm_requests"
-    request_key: str
-    model: str
-    params: str  # JSON
-    prompt_hash: str
-    purpose: str
-    choices: str  # JSON
-    finish_reasons: str | None = None  # JSON
-    prompt_tokens: int
-    completion_tokens: int
-    cost_usd: float
-    latency_s: float | None = None
-    attempts: int | None = None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SampleRecord(_Record):
-    """A row of ``samples``: one generated text with its full provenance."""
-
-    TABLE: ClassVar[str] = "samples"
-    sample_id: str
-    spec_hash: str
-    run_id: str
-    class_: str
-    text: str
-    attributes: str  # JSON
-    seed: int
-    sample_index: int
-    choice_index: int
-    method: str
-    prompt_hash: str
-    request_key: str
-    model: str
-    params: str  # JSON
-    prompt_tokens: int
-    completion_tokens: int
-    cost_usd: float
-    is_refusal: bool
-    generated_at: datetime
-
-
-Record = PromptRecord | RequestRecord | SampleRecord
-
-
-def _arrow_records(records: Sequence[Any], created: datetime) -> tuple[list[str], Any]:
-    """Records of one type (plus ``created_at``) as ``(column names, pyarrow table)``, columns named as fields."""
-    import pyarrow as pa
-
-    names = [f.name for f in fields(records[0])]
-    values = zip(*map(attrgetter(*names), records))  # every record type has several fields
-    columns = [n.rstrip("_") for n in names] + ["created_at"]
-    arrays = [pa.array(v) for v in values] + [pa.array([created] * len(records))]
-    return columns, pa.table(arrays, names=columns)
-
-
-class StoreError(RuntimeError):
-    """The store cannot be used as it is (e.g. written by a newer attrfactory)."""
 
 
 @dataclass(frozen=True)
@@ -202,52 +54,66 @@ def now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def default_db_path() -> Path:
-    return Path(os.environ.get("FACTORY_DB", DEFAULT_DB))
-
-
 class Store:
-    """A DuckDB file with the factory's schema. Use as a context manager, or call :meth:`close`."""
+    """The factory's store (see :mod:`factory.store.lake` for where it lives). Use as a context manager, or call
+    :meth:`close`. ``snapshot``/``as_of`` pin it, read-only, to one DuckLake snapshot (a dataset version)."""
 
-    def __init__(self, path: str | Path | None = None, read_only: bool = False):
-        self.path = Path(path) if path is not None else default_db_path()
-        if read_only and not self.path.exists():
+    def __init__(self, location: str | Path | StoreLocation | None = None, read_only: bool = False,
+                 snapshot: int | None = None, as_of: str | None = None):
+        self._journal: Journal | None = None
+        self.location = location if isinstance(location, StoreLocation) else StoreLocation.parse(location)
+        self.path = str(self.location)  # for messages
+        self.read_only = read_only or snapshot is not None or as_of is not None
+        if self.read_only and not self.location.exists():
             raise StoreError(f"{self.path}: no store here yet (run 'factory run SPEC' first)")
+        self._pinned = snapshot is not None or as_of is not None
         try:
-            self.con = duckdb.connect(str(self.path), read_only=read_only)
+            if self._pinned:  # an instance of its own, attached at that snapshot
+                self.con = attach(self.location, True, snapshot, as_of)
+            else:
+                self.con = SHARED.open(self.location, None if self.read_only else self._create_schema)
         except duckdb.Error as exc:
-            raise StoreError(f"{self.path}: cannot open the store: {exc}") from exc
-        self._check_version(read_only)
-        has_reviews = self.con.execute("SELECT count(*) FROM information_schema.tables"
-                                       " WHERE table_name = 'review_decisions'").fetchone()[0]
-        reviewed = REVIEWED if has_reviews else NO_REVIEWS  # the newest review per generated text
+            raise StoreError(f"{self.path}: cannot open the store: {_first_line(exc)}") from exc
+        self._check_version()
+        self._journal_lock = threading.Lock()
         # samples ``s`` joined with their review ``h`` (NULL columns where none): every reader of kept data uses it
-        self.review_join = (f"LEFT JOIN {reviewed} h ON h.request_key = s.request_key"
+        self.review_join = (f"LEFT JOIN {REVIEWED} h ON h.request_key = s.request_key"
                             " AND h.choice_index = s.choice_index")
+        if not self.read_only:
+            recover(self.con, self.location.journal_dir, self._write)  # what a crashed process left unpublished
 
-    def _check_version(self, read_only: bool) -> None:
-        has_meta = self.con.execute(
-            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'meta'"
-        ).fetchone()[0]
-        found = None
-        if has_meta:
-            row = self.con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-            found = int(row[0]) if row else None
+    def _schema_version(self, con: duckdb.DuckDBPyConnection) -> int | None:
+        try:
+            row = con.execute("SELECT max(value) FROM lake.meta WHERE key = 'schema_version'").fetchone()
+        except duckdb.CatalogException:  # no meta table: a new (or a foreign) catalog
+            return None
+        return int(row[0]) if row and row[0] is not None else None
+
+    def _create_schema(self, con: duckdb.DuckDBPyConnection) -> None:
+        found = retrying(lambda: self._schema_version(con))
+        if found is not None and found >= SCHEMA_VERSION:
+            return
+
+        def create(c: duckdb.DuckDBPyConnection) -> None:
+            c.execute(SCHEMA)
+            c.execute("DELETE FROM meta WHERE key = 'schema_version'")
+            c.execute("INSERT INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
+            if not c.execute("SELECT count(*) FROM writer_token").fetchone()[0]:
+                c.execute("INSERT INTO writer_token VALUES (0)")
+
+        self._write(create, con, token=False)
+
+    def _check_version(self) -> None:
+        found = retrying(lambda: self._schema_version(self.con))
         if found is not None and found > SCHEMA_VERSION:
-            self.con.close()
+            self._release()
             raise StoreError(
                 f"{self.path} has schema v{found}, written by a newer attrfactory; this one reads up to "
-                f"v{SCHEMA_VERSION}. Upgrade attrfactory (pip install -U attrfactory) or use another --db."
+                f"v{SCHEMA_VERSION}. Upgrade attrfactory (pip install -U attrfactory) or use another --store."
             )
-        if read_only and found is None:
-            self.con.close()
+        if found is None:
+            self._release()
             raise StoreError(f"{self.path} is not an attrfactory store (no schema version)")
-        if not read_only and found != SCHEMA_VERSION:
-            with self.transaction():
-                self.con.execute(SCHEMA)
-                self.con.execute(
-                    "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)]
-                )
 
     def __enter__(self) -> Store:
         return self
@@ -256,33 +122,98 @@ class Store:
         self.close()
 
     def close(self) -> None:
-        """Close the connection and drop it, so a Store kept alive (e.g. by a traceback) holds nothing."""
+        """Publish the journal, close the connection and drop it (a Store kept alive by a traceback holds
+        nothing). A journal that cannot be published stays on disk: the next writer publishes it."""
+        con = self.__dict__.pop("con", None)
+        if con is None:
+            return
+        try:
+            if self._journal is not None:
+                self._journal.close()
+        finally:
+            self._journal = None
+            con.close()
+            if not self._pinned:
+                SHARED.release(self.location)
+
+    def _release(self) -> None:
         con = self.__dict__.pop("con", None)
         if con is not None:
             con.close()
+            if not self._pinned:
+                SHARED.release(self.location)
 
-    @contextmanager
-    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """One atomic stage: committed whole, or rolled back whole."""
-        self.con.execute("BEGIN TRANSACTION")
-        try:
-            yield self.con
-        except BaseException:
-            self.con.execute("ROLLBACK")
-            raise
-        self.con.execute("COMMIT")
+    def _x(self, sql: str, params: Sequence[Any] | None = None) -> duckdb.DuckDBPyConnection:
+        """One read (its own snapshot), retried while the catalog is busy. What this store journaled is
+        published first, so a store reads its own writes."""
+        if self._journal is not None and self._journal.dirty:
+            self._journal.publish()
+        return retrying(lambda: self.con.execute(sql, params or []))
+
+    def sql(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
+        """The rows of one read-only query (for tests, benchmarks and ad-hoc inspection)."""
+        return self._x(sql, params).fetchall()
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        """A connection of its own for another thread (the request writer), the store used by default."""
+        cur = self.con.cursor()
+        cur.execute("USE lake")
+        return cur
+
+    def _write(self, fn: Callable[[duckdb.DuckDBPyConnection], T], con: duckdb.DuckDBPyConnection | None = None,
+               token: bool = True) -> T:
+        """``fn(con)`` in one transaction, committed whole or not at all; retried on a commit conflict. Every
+        write first updates the writer token, so two concurrent writes conflict and the later one reruns on
+        the newer snapshot: a write that checks what is there before inserting never doubles a row."""
+        if self.read_only:
+            raise StoreError(f"{self.path}: opened read-only")
+        con = con or self.con
+
+        def attempt() -> T:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                if token:
+                    con.execute("UPDATE lake.writer_token SET n = n + 1")
+                result = fn(con)
+                con.execute("COMMIT")
+                return result
+            except BaseException:
+                try:
+                    con.execute("ROLLBACK")
+                except duckdb.Error:  # the failed commit has ended the transaction already
+                    pass
+                raise
+
+        return retrying(attempt)
+
+    def _exec(self, sql: str, params: Sequence[Any] | None = None) -> None:
+        """One write statement in its own transaction."""
+        self._write(lambda c: c.execute(sql, params or []))
+
+    # ---- the journal -----------------------------------------------------------------------------
+
+    def _ensure_journal(self) -> Journal:
+        with self._journal_lock:
+            if self._journal is None:
+                if self.read_only:
+                    raise StoreError(f"{self.path}: opened read-only")
+                self._journal = Journal(self.con, self.location.journal_dir, self._write)
+            return self._journal
+
+    def publish(self) -> int:
+        """Publish this process's journal to the lake now (stages call it when they end)."""
+        return self._journal.publish() if self._journal is not None else 0
 
     # ---- specs and runs --------------------------------------------------------------------------
 
     def record_spec(self, spec: Spec, yaml_text: str) -> None:
-        self.con.execute(
-            "INSERT OR IGNORE INTO specs VALUES (?, ?, ?, ?, ?, ?)",
-            [spec.hash, spec.name, str(spec.source or ""), yaml_text, spec.model_dump_json(), now()],
-        )
+        self._exec("INSERT INTO specs SELECT ?, ?, ?, ?, ?, ? WHERE NOT EXISTS"
+                   " (SELECT 1 FROM specs WHERE spec_hash = $1)",
+                   [spec.hash, spec.name, str(spec.source or ""), yaml_text, spec.model_dump_json(), now()])
 
     def start_run(self, spec: Spec) -> str:
         run_id = f"{spec.name}-{now():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
-        self.con.execute(
+        self._exec(
             "INSERT INTO runs (run_id, spec_hash, spec_name, method, model, status, started_at)"
             " VALUES (?, ?, ?, ?, ?, 'running', ?)",
             [run_id, spec.hash, spec.name, spec.generation.method, spec.generation.model, now()],
@@ -290,8 +221,10 @@ class Store:
         return run_id
 
     def finish_run(self, run_id: str, status: str, message: str = "") -> None:
-        """Close a run; its totals are summed from the samples and requests it produced."""
-        self.con.execute(
+        """Close a run (publishing its journal first); its totals are summed from the samples and requests it
+        produced. A run that ended well leaves a dataset version."""
+        self.publish()
+        self._exec(
             """
             UPDATE runs SET status = ?, finished_at = ?, message = ?,
               requests = (SELECT count(DISTINCT request_key) FROM samples WHERE run_id = ?),
@@ -304,9 +237,12 @@ class Store:
             WHERE run_id = ?""",
             [status, now(), message, run_id, run_id, run_id, run_id, run_id],
         )
+        if status in ("done", "budget_stopped"):
+            self.record_version(run_id)
+            maybe_compact(self)
 
     def set_run_cached(self, run_id: str, cached: int) -> None:
-        self.con.execute("UPDATE runs SET cached = ? WHERE run_id = ?", [cached, run_id])
+        self._exec("UPDATE runs SET cached = ? WHERE run_id = ?", [cached, run_id])
 
     def runs(self, spec_name: str | None = None) -> list[dict[str, Any]]:
         sql = "SELECT * FROM runs" + (" WHERE spec_name = ?" if spec_name else "") + " ORDER BY started_at"
@@ -316,7 +252,7 @@ class Store:
 
     def latest_elicitation(self, spec_hash: str) -> tuple[int, str | None]:
         """The newest version of a spec's attribute values and its content digest (0, None if none)."""
-        row = self.con.execute("SELECT version, digest FROM elicitations WHERE spec_hash = ?"
+        row = self._x("SELECT version, digest FROM elicitations WHERE spec_hash = ?"
                                " ORDER BY version DESC LIMIT 1", [spec_hash]).fetchone()
         return (row[0], row[1]) if row else (0, None)
 
@@ -326,9 +262,11 @@ class Store:
         """A new version of a spec's attribute values (dimension, class, value, kept), similar classes
         (class, similar class, rank) and CAF decisions (dimension, class, value, dropped, relevant_to,
         reason), in one transaction; returns the version."""
-        version = self.latest_elicitation(spec_hash)[0] + 1
         t = now()
-        with self.transaction() as con:
+
+        def save(con: duckdb.DuckDBPyConnection) -> int:
+            version = con.execute("SELECT coalesce(max(version), 0) + 1 FROM elicitations WHERE spec_hash = ?",
+                                  [spec_hash]).fetchone()[0]
             con.execute("INSERT INTO elicitations VALUES (?, ?, ?, ?, ?, ?)", [spec_hash, version, source, model,
                                                                               digest, t])
             if values:
@@ -340,28 +278,32 @@ class Store:
             if caf:
                 con.executemany("INSERT INTO caf_decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                                 [(spec_hash, version, *row, t) for row in caf])
-        return version
+            return version
+
+        return self._write(save)
 
     def purpose_counts(self) -> dict[str, int]:
-        return dict(self.con.execute("SELECT purpose, count(*) FROM llm_requests GROUP BY 1").fetchall())
+        return dict(self._x("SELECT purpose, count(*) FROM llm_requests GROUP BY 1").fetchall())
 
     # ---- the LLM request cache -------------------------------------------------------------------
 
     def cached_requests(self, keys: Sequence[str]) -> dict[str, CachedRequest]:
-        """The completed requests among ``keys`` (one query, however many keys)."""
+        """The completed requests among ``keys``, in the lake or this process's journal (one query)."""
         if not keys:
             return {}
-        rows = self.con.execute(
-            "SELECT request_key, choices, prompt_tokens, completion_tokens, cost_usd FROM llm_requests"
-            " WHERE request_key IN (SELECT unnest(?::VARCHAR[]))",
-            [list(keys)],
-        ).fetchall()
+        select = ("SELECT request_key, choices, prompt_tokens, completion_tokens, cost_usd FROM {}.llm_requests"
+                  " WHERE request_key IN (SELECT unnest($1::VARCHAR[]))")
+        sql = select.format("lake")
+        if self._journal is not None:
+            sql += " UNION ALL " + select.format(self._journal.name)
+        rows = retrying(lambda: self.con.execute(sql, [list(keys)]).fetchall())  # no publish: the journal is read
         return {r[0]: CachedRequest(r[0], json.loads(r[1]), r[2], r[3], r[4]) for r in rows}
 
     def save_completions(self, records: Iterable[Record], cursor: duckdb.DuckDBPyConnection | None = None) -> None:
-        """Write prompts, completed requests and their samples in one transaction (idempotent: rows already
-        stored are ignored). Each record type goes in as one Arrow table, inserted by column name: thousands
-        of rows cost one statement per table."""
+        """Journal prompts, completed requests and their samples in one local transaction (durable at once;
+        published to the lake within seconds). Idempotent: keys already journaled are ignored. Each record type
+        goes in as one Arrow table, inserted by column name."""
+        journal = self._ensure_journal()
         con = cursor or self.con
         created = now()
         by_type: dict[type[_Record], list[Any]] = {}
@@ -372,15 +314,16 @@ class Store:
             for kind, rows in by_type.items():
                 columns, data = _arrow_records(rows, created)
                 names = [f'"{c}"' for c in columns]
-                self._insert_arrow(con, kind.TABLE, ", ".join(names), data, or_ignore=True, into=names)
+                self._insert_arrow(con, f"{journal.name}.{kind.TABLE}", ", ".join(names), data, or_ignore=True, into=names)
         except BaseException:
             con.execute("ROLLBACK")
             raise
         con.execute("COMMIT")
+        journal.dirty = True
 
     def spend_for_spec(self, spec_hash: str) -> dict[str, float]:
         """What the requests behind a spec's samples cost: the budget a rerun starts from."""
-        row = self.con.execute(
+        row = self._x(
             "SELECT count(*), coalesce(sum(prompt_tokens + completion_tokens), 0), coalesce(sum(cost_usd), 0)"
             " FROM llm_requests WHERE request_key IN (SELECT request_key FROM samples WHERE spec_hash = ?)",
             [spec_hash],
@@ -390,7 +333,7 @@ class Store:
     # ---- samples ---------------------------------------------------------------------------------
 
     def sample_count(self, spec_hash: str) -> int:
-        return self.con.execute("SELECT count(*) FROM samples WHERE spec_hash = ?", [spec_hash]).fetchone()[0]
+        return self._x("SELECT count(*) FROM samples WHERE spec_hash = ?", [spec_hash]).fetchone()[0]
 
     def samples(self, spec_hash: str) -> list[dict[str, Any]]:
         return self._dicts("SELECT * FROM samples WHERE spec_hash = ? ORDER BY class, sample_index, choice_index",
@@ -410,7 +353,7 @@ class Store:
         """Write the spec's samples (text, label and provenance) to JSONL or Parquet and return the row count.
         Once the filters have run, only the samples they kept are written; never a sample a reviewer rejected,
         and a relabelled one with the reviewed class as its ``label``."""
-        filtered = self.con.execute("SELECT count(*) FROM filter_decisions WHERE spec_hash = ? AND filter = 'final'",
+        filtered = self._x("SELECT count(*) FROM filter_decisions WHERE spec_hash = ? AND filter = 'final'",
                                     [spec_hash]).fetchone()[0] > 0
         keep = (" AND s.sample_id IN (SELECT sample_id FROM filter_decisions WHERE spec_hash = ? AND filter = 'final'"
                 " AND kept)") if filtered else ""
@@ -423,17 +366,28 @@ class Store:
             " ORDER BY s.class, s.sample_index, s.choice_index")
         params = [spec_hash, spec_hash] if filtered else [spec_hash]
         options = "FORMAT parquet" if fmt == "parquet" else "FORMAT json"
-        self.con.execute(f"COPY ({query}) TO ? ({options})", [*params, str(out)])
-        return self.con.execute(f"SELECT count(*) FROM ({query})", params).fetchone()[0]
+        target = str(out).replace("'", "''")  # a literal: DuckDB binds a COPY's TO parameter before the query's
+        self._x(f"COPY ({query}) TO '{target}' ({options})", params).fetchall()
+        return self._x(f"SELECT count(*) FROM ({query})", params).fetchone()[0]
 
     def _insert_arrow(self, con: duckdb.DuckDBPyConnection, table: str, columns: str, data: Any,
                       or_ignore: bool = False, into: Sequence[str] | None = None) -> None:
-        """``INSERT INTO table [(into)] SELECT columns FROM data`` for a pyarrow table (fast for many rows)."""
+        """``INSERT INTO table [(into)] SELECT columns FROM data`` for a pyarrow table (fast for many rows).
+        ``or_ignore``: rows whose key is there already are skipped (a journal has keys; in the lake the store
+        checks them itself)."""
         name = f"_arrow_{uuid.uuid4().hex[:8]}"
         target = f"{table} ({', '.join(into)})" if into else table
+        select = f"SELECT {columns} FROM {name} d"
+        journaled = table.startswith("journal_")
+        if or_ignore and not journaled:
+            keys = UNIQUE_KEYS[table]
+            match = " AND ".join(f"t.{k} = d.{k}" for k in keys)
+            select += (f" WHERE NOT EXISTS (SELECT 1 FROM {table} t WHERE {match})"
+                       f" QUALIFY row_number() OVER (PARTITION BY {', '.join(f'd.{k}' for k in keys)}) = 1")
         con.register(name, data)
         try:
-            con.execute(f"INSERT {'OR IGNORE ' if or_ignore else ''}INTO {target} SELECT {columns} FROM {name}")
+            con.execute(f"INSERT {'OR IGNORE ' if or_ignore and journaled else ''}INTO {target}"
+                        f" {select}")
         finally:
             try:
                 con.unregister(name)
@@ -449,10 +403,13 @@ class Store:
                          "filter": [r[1] for r in rows],
                          "kept": pa.array([bool(r[2]) for r in rows], pa.bool_()),
                          "reason": pa.array([r[3] for r in rows], pa.string())})
-        with self.transaction() as con:
+        def replace(con: duckdb.DuckDBPyConnection) -> None:
             con.execute("DELETE FROM filter_decisions WHERE spec_hash = ?", [spec_hash])
             if rows:
                 self._insert_arrow(con, "filter_decisions", "spec_hash, sample_id, filter, kept, reason, now()", data)
+
+        self._write(replace)
+        self.record_version(spec_hash=spec_hash)  # the newest version now says how many were kept
 
     def filter_decisions(self, spec_hash: str) -> list[dict[str, Any]]:
         return self._dicts("SELECT sample_id, filter, kept, reason FROM filter_decisions WHERE spec_hash = ?"
@@ -460,7 +417,7 @@ class Store:
 
     def filter_summary(self, spec_hash: str) -> dict[str, dict[str, int]]:
         """Per filter (and ``final``): how many samples it judged, kept and dropped."""
-        rows = self.con.execute(
+        rows = self._x(
             "SELECT filter, count(*), count(*) FILTER (WHERE kept), count(*) FILTER (WHERE NOT kept)"
             " FROM filter_decisions WHERE spec_hash = ? GROUP BY filter", [spec_hash]).fetchall()
         return {f: {"judged": j, "kept": k, "dropped": d} for f, j, k, d in rows}
@@ -507,7 +464,7 @@ class Store:
 
     def unfiltered_count(self, spec_hash: str) -> int:
         """Samples of the spec with no ``final`` filter decision (generated after the last filter stage)."""
-        return self.con.execute(
+        return self._x(
             "SELECT count(*) FROM samples s WHERE s.spec_hash = ? AND NOT EXISTS (SELECT 1 FROM filter_decisions d"
             " WHERE d.spec_hash = s.spec_hash AND d.sample_id = s.sample_id AND d.filter = 'final')",
             [spec_hash]).fetchone()[0]
@@ -518,7 +475,7 @@ class Store:
 
         if not text_hashes:
             return {}
-        found = self.con.execute("SELECT text_hash, vector FROM embeddings WHERE model = ? AND text_hash IN"
+        found = self._x("SELECT text_hash, vector FROM embeddings WHERE model = ? AND text_hash IN"
                                  " (SELECT unnest(?::VARCHAR[]))", [model, list(text_hashes)]).fetchnumpy()
         if not len(found["text_hash"]):
             return {}
@@ -537,12 +494,12 @@ class Store:
             return
         data = pa.table({"text_hash": list(text_hashes), "model": [model] * len(text_hashes),
                          "vector": pa.FixedSizeListArray.from_arrays(pa.array(arr.ravel()), arr.shape[1])})
-        with self.transaction() as con:
-            self._insert_arrow(con, "embeddings", "text_hash, model, vector::FLOAT[], now()", data, or_ignore=True)
+        self._write(lambda con: self._insert_arrow(con, "embeddings", "text_hash, model, vector::FLOAT[], now()",
+                                                   data, or_ignore=True))
 
     def embedding_count(self, model: str | None = None) -> int:
         sql = "SELECT count(*) FROM embeddings" + (" WHERE model = ?" if model else "")
-        return self.con.execute(sql, [model] if model else []).fetchall()[0][0]
+        return self._x(sql, [model] if model else []).fetchall()[0][0]
 
     def replace_metrics(self, spec_hash: str, rows: Sequence[tuple[str, str, float | None]],
                         scopes: Sequence[str], names: Sequence[str] | None = None,
@@ -560,11 +517,13 @@ class Store:
             where += " AND name IN (SELECT unnest(?::VARCHAR[]))"
             params.append(list(names))
         t = now()
-        with self.transaction() as con:
+        def replace(con: duckdb.DuckDBPyConnection) -> None:
             con.execute("DELETE FROM metrics WHERE " + where, params)
             if rows:
                 con.executemany("INSERT INTO metrics VALUES (?, ?, ?, ?, ?, ?)",
                                 [(spec_hash, run_id, scope, name, value, t) for scope, name, value in rows])
+
+        self._write(replace)
 
     def metrics(self, spec_hash: str, scope_prefix: str | None = None) -> list[dict[str, Any]]:
         """A spec's metrics (scope, name, value, run_id, created_at), optionally those whose scope starts so."""
@@ -578,14 +537,14 @@ class Store:
     def latest_attribute_values(self, spec_hash: str) -> list[tuple[str, str, str]]:
         """(dimension, class, value) of the newest attribute version of a spec, kept values only
         (class ``''`` for class-independent dimensions)."""
-        return self.con.execute(
+        return self._x(
             "SELECT dimension, class, value FROM attribute_values WHERE spec_hash = ? AND kept AND version ="
             " (SELECT max(version) FROM attribute_values WHERE spec_hash = ?) ORDER BY dimension, class, value",
             [spec_hash, spec_hash]).fetchall()
 
     def asked_attribute_values(self, spec_hash: str) -> list[tuple[str, str, str, int]]:
         """(dimension, class, value, samples) as asked in a spec's prompts (``samples.attributes``)."""
-        return self.con.execute(
+        return self._x(
             "SELECT a.dimension, s.class, json_extract_string(s.attributes, a.dimension) AS value, count(*)"
             " FROM samples s, unnest(json_keys(s.attributes)) AS a(dimension) WHERE s.spec_hash = ?"
             " GROUP BY ALL ORDER BY 1, 2, 3", [spec_hash]).fetchall()
@@ -597,7 +556,7 @@ class Store:
 
     def spec_totals(self, spec_hash: str) -> dict[str, Any]:
         """Samples, refusals, classes and spend (requests, prompt/completion tokens, USD) behind a spec."""
-        row = self.con.execute(
+        row = self._x(
             "SELECT (SELECT count(*) FROM samples WHERE spec_hash = $1),"
             " (SELECT count(*) FROM samples WHERE spec_hash = $1 AND is_refusal),"
             " (SELECT count(DISTINCT class) FROM samples WHERE spec_hash = $1),"
@@ -610,7 +569,7 @@ class Store:
 
     def class_counts(self, spec_hash: str) -> dict[str, int]:
         """Samples per class of a spec."""
-        return dict(self.con.execute("SELECT class, count(*) FROM samples WHERE spec_hash = ? GROUP BY 1 ORDER BY 1",
+        return dict(self._x("SELECT class, count(*) FROM samples WHERE spec_hash = ? GROUP BY 1 ORDER BY 1",
                                      [spec_hash]).fetchall())
 
     # ---- training and evaluation ------------------------------------------------------------------
@@ -639,15 +598,14 @@ class Store:
         and ``details`` as JSON-serialisable values) in one transaction; return how many."""
         columns = ["eval_id", "spec_hash", "method", "trainer", "train_source", "test_set", "n_train",
                    "budget_fraction", "requests", "tokens", "cost_usd", "accuracy", "macro_f1", "micro_f1",
-                   "per_class", "confusion", "details"]
+                   "per_class", "confusion", "details", "snapshot_id", "dataset_version"]
         created = now()
         values = [tuple(json.dumps(r.get(c)) if c in ("per_class", "confusion", "details") else r.get(c)
                         for c in columns) + (created,) for r in rows]
         if not values:
             return 0
-        with self.transaction() as con:
-            con.executemany(f"INSERT INTO evaluations ({', '.join(columns)}, created_at)"
-                            f" VALUES ({', '.join('?' * (len(columns) + 1))})", values)
+        self._write(lambda con: con.executemany(f"INSERT INTO evaluations ({', '.join(columns)}, created_at)"
+                                                f" VALUES ({', '.join('?' * (len(columns) + 1))})", values))
         return len(values)
 
     def evaluations(self, spec_hashes: Sequence[str] | None = None) -> list[dict[str, Any]]:
@@ -669,10 +627,14 @@ class Store:
 
     def save_asset_value(self, asset: str, partition: str, value: bytes) -> None:
         """The serialized output of ``asset`` for ``partition`` (replacing the previous one)."""
-        self.con.execute("INSERT OR REPLACE INTO asset_values VALUES (?, ?, ?, ?)", [asset, partition, value, now()])
+        def replace(con: duckdb.DuckDBPyConnection) -> None:
+            con.execute("DELETE FROM asset_values WHERE asset = ? AND partition = ?", [asset, partition])
+            con.execute("INSERT INTO asset_values VALUES (?, ?, ?, ?)", [asset, partition, value, now()])
+
+        self._write(replace)
 
     def asset_value(self, asset: str, partition: str) -> bytes | None:
-        row = self.con.execute("SELECT value FROM asset_values WHERE asset = ? AND partition = ?",
+        row = self._x("SELECT value FROM asset_values WHERE asset = ? AND partition = ?",
                                [asset, partition]).fetchone()
         return bytes(row[0]) if row else None
 
@@ -697,14 +659,75 @@ class Store:
         )
 
     def table_counts(self) -> dict[str, int]:
-        tables = [r[0] for r in self.con.execute(
-            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' ORDER BY 1").fetchall()]
-        return {t: self.con.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0] for t in tables}
+        tables = [r[0] for r in self._x(
+            "SELECT table_name FROM information_schema.tables WHERE table_catalog = 'lake' AND table_schema = 'main'"
+            " ORDER BY 1").fetchall()]
+        return {t: self._x(f'SELECT count(*) FROM "{t}"').fetchone()[0] for t in tables}
 
     def _dicts(self, sql: str, params: list[Any]) -> list[dict[str, Any]]:
-        cur = self.con.execute(sql, params)
+        cur = self._x(sql, params)
         cols = [d[0] for d in cur.description]
         return [dict(zip(cols, row)) for row in cur.fetchall()]
+
+    # ---- dataset versions ----------------------------------------------------------------------
+
+    def snapshot_id(self) -> int:
+        """The DuckLake snapshot this connection reads (the newest, unless the store is pinned)."""
+        return self._x("SELECT id FROM lake.current_snapshot()").fetchone()[0]
+
+    def record_version(self, run_id: str | None = None, spec_hash: str | None = None) -> int | None:
+        """Record (or bring up to date) the dataset version a run leaves: the snapshot that holds all it wrote,
+        with its sample counts. By ``run_id``, or the newest version of ``spec_hash`` (its filter stage
+        re-ran). Returns the version number (None if there is nothing to record)."""
+
+        def record(con: duckdb.DuckDBPyConnection) -> int | None:
+            if run_id is not None:
+                row = con.execute("SELECT spec_name, spec_hash, run_id FROM runs WHERE run_id = ?", [run_id]).fetchone()
+            else:
+                row = con.execute("SELECT spec_name, spec_hash, run_id FROM dataset_versions WHERE spec_hash = ?"
+                                  " ORDER BY version DESC LIMIT 1", [spec_hash]).fetchone()
+            if row is None:
+                return None
+            name, hash_, run = row
+            snapshot = con.execute("SELECT id FROM lake.current_snapshot()").fetchone()[0]
+            samples, kept = con.execute(
+                "SELECT (SELECT count(*) FROM samples WHERE spec_hash = $1), (SELECT CASE WHEN count(*) > 0 THEN"
+                " count(*) FILTER (WHERE kept) END FROM filter_decisions WHERE spec_hash = $1 AND filter = 'final')",
+                [hash_]).fetchone()
+            existing = con.execute("SELECT version FROM dataset_versions WHERE run_id = ?", [run]).fetchone()
+            if existing is not None:
+                con.execute("UPDATE dataset_versions SET snapshot_id = ?, samples = ?, kept = ?, updated_at = ?"
+                            " WHERE run_id = ?", [snapshot, samples, kept, now(), run])
+                return int(existing[0])
+            version = con.execute("SELECT coalesce(max(version), 0) + 1 FROM dataset_versions WHERE spec_name = ?",
+                                  [name]).fetchone()[0]
+            con.execute("INSERT INTO dataset_versions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        [name, version, hash_, run, snapshot, samples, kept, now(), now()])
+            return int(version)
+
+        return self._write(record)
+
+    def versions(self, spec_name: str | None = None) -> list[dict[str, Any]]:
+        """Dataset versions (all, or one spec's), oldest first: version, snapshot, time, run, rows."""
+        where = " WHERE spec_name = ?" if spec_name else ""
+        return self._dicts("SELECT * FROM dataset_versions" + where + " ORDER BY spec_name, version",
+                           [spec_name] if spec_name else [])
+
+    def version_snapshot(self, spec_name: str, version: int) -> int:
+        """The snapshot of a spec's dataset version (a clear error naming the versions there are)."""
+        found = self._x("SELECT snapshot_id FROM dataset_versions WHERE spec_name = ? AND version = ?",
+                        [spec_name, version]).fetchone()
+        if found is None:
+            have = [str(v["version"]) for v in self.versions(spec_name)]
+            raise StoreError(f"{spec_name}: no version {version} in {self.path}"
+                             f" (versions: {', '.join(have) or 'none yet'})")
+        return int(found[0])
+
+    def version_of_snapshot(self, spec_name: str, snapshot: int) -> int | None:
+        """The newest version of a spec at or before ``snapshot`` (what a pinned reader sees)."""
+        row = self._x("SELECT max(version) FROM dataset_versions WHERE spec_name = ? AND snapshot_id <= ?",
+                      [spec_name, snapshot]).fetchone()
+        return int(row[0]) if row and row[0] is not None else None
 
     # ---- human review ----------------------------------------------------------------------------
 
@@ -716,11 +739,11 @@ class Store:
             raise ValueError(f"decision {decision!r}: use one of {', '.join(REVIEW_DECISIONS)}")
         if decision == "relabel" and not label:
             raise ValueError("a relabel needs the new label")
-        row = self.con.execute("SELECT request_key, choice_index FROM samples WHERE spec_hash = ? AND sample_id = ?",
+        row = self._x("SELECT request_key, choice_index FROM samples WHERE spec_hash = ? AND sample_id = ?",
                                [spec_hash, sample_id]).fetchone()
         if row is None:
             raise KeyError(f"no sample {sample_id} of spec {spec_hash}")
-        self.con.execute("INSERT INTO review_decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        self._exec("INSERT INTO review_decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                          [spec_hash, sample_id, row[0], row[1], decision, label if decision == "relabel" else None,
                           note or None, reviewer, now()])
 
@@ -747,9 +770,13 @@ class Store:
     def save_attribute_edit(self, spec_hash: str, dimension: str, class_name: str, value: str, action: str,
                             reviewer: str, new_value: str | None = None, note: str | None = None) -> None:
         """Record a reviewer's edit of an attribute value (``drop`` or ``rename`` to ``new_value``)."""
-        self.con.execute("INSERT INTO attribute_edits VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        self._exec("INSERT INTO attribute_edits VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                          [spec_hash, dimension, class_name, value, action, new_value, note or None, reviewer, now()])
 
     def attribute_edits(self, spec_hash: str) -> list[dict[str, Any]]:
         return self._dicts("SELECT dimension, class, value, action, new_value, note, reviewer, created_at"
                            " FROM attribute_edits WHERE spec_hash = ? ORDER BY created_at", [spec_hash])
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
