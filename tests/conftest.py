@@ -10,6 +10,11 @@ from typing import Any
 
 import pytest
 
+try:
+    from tests.postgres import postgres, postgres_db  # noqa: F401
+except ImportError:  # tests/ is not a package: pytest puts this directory on sys.path
+    from postgres import postgres, postgres_db  # type: ignore[no-redef]  # noqa: F401
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
