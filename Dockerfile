@@ -75,7 +75,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     HF_HUB_OFFLINE=1 \
     TRANSFORMERS_OFFLINE=1 \
     DAGSTER_HOME=/opt/dagster/dagster_home \
-    FACTORY_DB=/data/factory.duckdb \
+    FACTORY_STORE=/data/factory-store \
     HOME=/opt/attrfactory
 WORKDIR /opt/attrfactory
 USER 10001:10001

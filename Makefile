@@ -48,4 +48,4 @@ bench: install
 	$(PY) benchmarks/bench_metrics.py
 
 clean:
-	rm -rf $(VENV) factory.duckdb* .pytest_cache
+	rm -rf $(VENV) factory-store .pytest_cache

@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     from factory.training.subjectivity import format_task_table, task_rows
 
     work = Path(tempfile.mkdtemp(prefix="subjectivity-"))
-    db = work / "factory.duckdb"
+    db = work / "store"
     spec_path = work / "financial_phrasebank.yaml"
     text = (ROOT / "specs" / "financial_phrasebank.yaml").read_text()
     spec_path.write_text(text.replace("samples_per_class: 40", f"samples_per_class: {args.spc}"))

@@ -117,7 +117,7 @@ def test_api_key_reaches_the_server_and_nothing_else(tmp_path: Path, db: Path, m
     assert stats["sent_by_authorization"] == {f"Bearer {SECRET}": stats["total"]} and stats["fault_500"] > 0
     for store in (db, tmp_path / "cli-store"):
         assert not [v for v in _store_text(store) if SECRET in v]
-        assert SECRET.encode() not in store.read_bytes()
+        assert not [f for f in store.rglob("*") if f.is_file() and SECRET.encode() in f.read_bytes()]
     assert SECRET not in cli.output and SECRET not in caplog.text
     out, error = capfd.readouterr()
     assert SECRET not in out + error

@@ -286,7 +286,8 @@ def test_helm_template_default_values(helm: str, validator: list[str], tmp_path:
     assert env["FACTORY_NAMESPACE"]["value"] == "factory"
     assert env["FACTORY_IMAGE"]["value"] == "attrfactory:0.1.0"
     assert env["FACTORY_DATA_PVC"]["value"] == "rel-attrfactory-data"
-    assert env["FACTORY_DB"]["value"] == "/data/factory.duckdb"
+    assert env["FACTORY_STORE"]["value"] == "/data/factory-store"
+    assert "PGPASSWORD" not in env and "FACTORY_DATA_PATH" not in env
     assert env["FACTORY_SPECS_DIR"]["value"] == "/opt/attrfactory/specs"
     assert "OPENAI_BASE_URL" not in env and "OPENAI_API_KEY" not in env
     context = json.loads(env["DAGSTER_CLI_API_GRPC_CONTAINER_CONTEXT"]["value"])["k8s"]

@@ -476,6 +476,7 @@ def test_end_to_end_real_model_quality_and_report(llm_server: Any, tmp_path: Pat
     html = html_path.read_text(encoding="utf-8")
     assert html_path.is_file() and "sports" in html and "business" in html
     assert '<img src="data:image/png;base64,' in html
+    assert "data: version <b>1</b>, store snapshot" in html  # the report says which version it describes
     pngs = list((tmp_path / "out").glob("e2e_*.png"))
     assert len(pngs) >= 3 and all(_valid_png(p) for p in pngs)
 

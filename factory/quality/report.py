@@ -190,6 +190,7 @@ def report_data(spec: Spec, store: Store) -> dict[str, Any]:
     prompt_t, completion_t = totals["prompt_tokens"], totals["completion_tokens"]
     return {
         "spec": spec, "hash": spec.hash, "generated_at": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "snapshot": (snapshot := store.snapshot_id()), "version": store.version_of_snapshot(spec.name, snapshot),
         "totals": totals, "kept": kept, "unfiltered": store.unfiltered_count(spec.hash),
         "refusals": summary["refusal"]["dropped"] if "refusal" in summary else totals["refusals"],
         "spend": {"requests": totals["requests"], "prompt_tokens": prompt_t, "completion_tokens": completion_t,

@@ -51,21 +51,23 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def try_acquire(store: Store, spec_name: str, holder: str) -> dict[str, Any] | None:
-    """Take (or renew, for the same holder) the lease; return the live holder's row if another has it."""
+def try_acquire(store: Store, spec_name: str, holder: str) -> tuple[dict[str, Any] | None, bool]:
+    """Take (or renew, for the same holder) the lease: ``(the live holder's row if another has it, whether
+    this holder had it already)``."""
 
-    def take(con: duckdb.DuckDBPyConnection) -> dict[str, Any] | None:
+    def take(con: duckdb.DuckDBPyConnection) -> tuple[dict[str, Any] | None, bool]:
         at = datetime.now(timezone.utc)
         cur = con.execute("SELECT * FROM leases WHERE spec_name = ?", [spec_name])
         cols = [d[0] for d in cur.description]
         rows = [dict(zip(cols, r)) for r in cur.fetchall()]
         other = next((r for r in rows if r["holder"] != holder and _alive(r, at)), None)
         if other is not None:
-            return other
-        acquired = next((r["acquired_at"] for r in rows if r["holder"] == holder), at)
+            return other, False
+        mine = next((r for r in rows if r["holder"] == holder), None)
+        acquired = mine["acquired_at"] if mine else at
         con.execute("DELETE FROM leases WHERE spec_name = ?", [spec_name])
         con.execute("INSERT INTO leases VALUES (?, ?, ?, ?, ?, ?)", [spec_name, holder, HOST, os.getpid(), acquired, at])
-        return None
+        return None, mine is not None
 
     return store._write(take)
 
@@ -90,10 +92,14 @@ class Lease:
         self.wait_s, self.on_wait = wait_s, on_wait
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._nested = False  # the holder had it already (an outer block releases it)
 
     def __enter__(self) -> Lease:
         started, told = time.monotonic(), False
-        while (other := try_acquire(self.store, self.spec_name, self.holder)) is not None:
+        while True:
+            other, self._nested = try_acquire(self.store, self.spec_name, self.holder)
+            if other is None:
+                break
             if self.wait_s is not None and time.monotonic() - started >= self.wait_s:
                 raise LeaseHeld(self.spec_name, other)
             if not told and self.on_wait is not None:
@@ -121,4 +127,5 @@ class Lease:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-        release(self.store, self.spec_name, self.holder)
+        if not self._nested:
+            release(self.store, self.spec_name, self.holder)

@@ -105,7 +105,7 @@ def test_train_job_through_pipes_in_a_dagster_materialize(
 
     spec_path = data_dir / "specs" / "k8s-tier.yaml"
     spec = load_spec(spec_path)
-    db = tmp_path / "factory.duckdb"
+    db = tmp_path / "store"
     settings = _settings(launcher_kubeconfig, image, data_dir)  # as the launcher SA: the Role is enough
     asset = _train_asset(spec.training, _command("k8s-tier.parquet", "pipes.json"), settings, db, spec_path)
     started = time.time()
@@ -144,7 +144,7 @@ def test_failing_job_fails_the_asset_with_the_pod_log(
     spec = load_spec(spec_path)
     settings = _settings(launcher_kubeconfig, image, data_dir)
     asset = _train_asset(spec.training, _command("missing.parquet", "fail.json"), settings,
-                         tmp_path / "factory.duckdb", spec_path)
+                         tmp_path / "store", spec_path)
     with pytest.raises(Exception) as info:
         dg.materialize([asset], instance=dg.DagsterInstance.ephemeral(), raise_on_error=True)
     chain = _cause_chain(info.value)
@@ -310,7 +310,7 @@ def test_helm_chart_installs_and_its_user_code_pod_serves(cluster: Cluster, imag
         context = response.container_context["k8s"]
         assert {v["name"] for v in context["volumes"]} == {"data", "specs"}
         assert context["service_account_name"] == f"{release}-attrfactory"
-        assert any(e["name"] == "FACTORY_DB" for e in context["env"])
+        assert any(e["name"] == "FACTORY_STORE" for e in context["env"])
         print(f"helm install -> user-code pod Ready in {elapsed:.0f}s")
     finally:
         if os.environ.get("FACTORY_K8S_KEEP") != "1":
@@ -376,7 +376,7 @@ def test_factory_classifier_asset_runs_its_job_on_the_cluster(
     spec_path = specs_dir / "k8s-tier.yaml"
     spec_path.write_text((data_dir / "specs" / "k8s-tier.yaml").read_text()
                          + "evaluation:\n  test_set: ../test/k8s-tier.jsonl\n")
-    db = tmp_path / "factory.duckdb"
+    db = tmp_path / "store"
     n = _seed_store(db, spec_path, data_dir)
     for key, value in {"FACTORY_NAMESPACE": NAMESPACE, "FACTORY_IMAGE": image, "FACTORY_SERVICE_ACCOUNT": JOB_SA,
                        "FACTORY_DATA_HOST_PATH": str(data_dir), "FACTORY_DATA_MOUNT": MOUNT,

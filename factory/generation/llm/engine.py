@@ -190,10 +190,19 @@ class RequestWriter:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self.queue.join()
-        if self.task:
-            self.task.cancel()
-        self.cursor.close()
+        """Wait until everything queued is written; a write that failed is raised here, not lost in the task."""
+        joined = asyncio.ensure_future(self.queue.join())
+        try:
+            if self.task is not None:
+                await asyncio.wait({joined, self.task}, return_when=asyncio.FIRST_COMPLETED)
+                if self.task.done() and not self.task.cancelled() and self.task.exception() is not None:
+                    raise self.task.exception()  # type: ignore[misc]
+            await joined
+        finally:
+            joined.cancel()
+            if self.task:
+                self.task.cancel()
+            self.cursor.close()
 
 
 class Engine:

@@ -117,10 +117,27 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
   value: {{ include "attrfactory.dataClaimName" $ | quote }}
 - name: FACTORY_DATA_MOUNT
   value: {{ $.Values.persistence.mountPath | quote }}
-- name: FACTORY_DB
-  value: {{ printf "%s/factory.duckdb" (trimSuffix "/" $.Values.persistence.mountPath) | quote }}
+{{- if not $.Values.store.url }}
+- name: FACTORY_STORE
+  value: {{ printf "%s/factory-store" (trimSuffix "/" $.Values.persistence.mountPath) | quote }}
+{{- end }}
 - name: FACTORY_EXPORT_DIR
   value: {{ printf "%s/exports" (trimSuffix "/" $.Values.persistence.mountPath) | quote }}
+{{- end }}
+{{- if $.Values.store.url }}
+- name: FACTORY_STORE
+  value: {{ $.Values.store.url | quote }}
+{{- end }}
+{{- if $.Values.store.dataPath }}
+- name: FACTORY_DATA_PATH
+  value: {{ $.Values.store.dataPath | quote }}
+{{- end }}
+{{- if $.Values.store.passwordSecret.name }}
+- name: PGPASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ $.Values.store.passwordSecret.name | quote }}
+      key: {{ $.Values.store.passwordSecret.key | quote }}
 {{- end }}
 {{- if $baseUrl }}
 - name: OPENAI_BASE_URL
