@@ -275,18 +275,43 @@ def run(spec: SpecArg, db: DbOpt = None, refresh: RefreshOpt = False,
 def ui(port: Annotated[int, typer.Option(help="port on 127.0.0.1")] = 3000,
        specs: Annotated[Path, typer.Option(help="the specs folder the sensor watches")] = Path("specs"),
        db: DbOpt = None) -> None:
-    """Start the Dagster UI (dagster dev -m factory.defs) on 127.0.0.1."""
+    """Start the Dagster UI (dagster dev -m factory.defs) on 127.0.0.1. Its daemon runs at most
+    $FACTORY_MAX_CONCURRENT_RUNS runs at once (default 4), never two of one spec: the instance is $DAGSTER_HOME
+    (its dagster.yaml, written there if it has none), else a temporary one removed on exit, as dagster dev's own."""
+    import contextlib
     import subprocess
     import sys
+    import tempfile
+
+    from factory.defs.instance import ensure_instance_config
 
     location = _location(db)
     env = {**os.environ, "FACTORY_SPECS_DIR": str(specs.resolve()), "FACTORY_STORE": location.url,
            "FACTORY_DATA_PATH": location.data_path}
     env.pop("FACTORY_DB", None)
     dagster = Path(sys.executable).with_name("dagster")
-    console.print(f"Dagster UI on http://127.0.0.1:{port} (specs: {specs}, store: {location})")
-    raise typer.Exit(subprocess.call([str(dagster), "dev", "-m", "factory.defs", "-h", "127.0.0.1", "-p", str(port)],
-                                     env=env))
+    command = [str(dagster), "dev", "-m", "factory.defs", "-h", "127.0.0.1", "-p", str(port)]
+    # without $DAGSTER_HOME, dagster dev reads a dagster.yaml in the current folder: then that one is the user's
+    own_yaml = any((Path.cwd() / name).exists() for name in ("dagster.yaml", "dagster.yml"))
+    with contextlib.ExitStack() as stack:
+        if not env.get("DAGSTER_HOME") and not own_yaml:  # in the current folder, as dagster dev makes its own
+            env["DAGSTER_HOME"] = stack.enter_context(tempfile.TemporaryDirectory(
+                prefix=".tmp_dagster_home_", dir=Path.cwd(), ignore_cleanup_errors=True))
+        if env.get("DAGSTER_HOME"):
+            try:
+                ensure_instance_config(Path(env["DAGSTER_HOME"]))
+            except ValueError as exc:  # a bad $FACTORY_MAX_CONCURRENT_RUNS
+                err.print(f"[red]error[/red] {escape(str(exc))}", highlight=False)
+                raise typer.Exit(2) from None
+        console.print(f"Dagster UI on http://127.0.0.1:{port} (specs: {specs}, store: {location})")
+        proc = subprocess.Popen(command, env=env)
+        while True:
+            try:
+                code = proc.wait()
+                break
+            except KeyboardInterrupt:  # dagster dev had the same Ctrl-C and stops its services: wait for it
+                continue
+    raise typer.Exit(code)
 
 
 @app.command()
