@@ -46,6 +46,7 @@ k8s-test: install
 bench: install
 	$(PY) benchmarks/bench_engine.py
 	$(PY) benchmarks/bench_metrics.py
+	$(PY) benchmarks/bench_store.py
 
 clean:
 	rm -rf $(VENV) factory-store .pytest_cache
