@@ -93,11 +93,10 @@ def main() -> None:
         return out
 
     with tempfile.TemporaryDirectory() as tmp:
-        db = args.db or Path(tmp) / "bench.duckdb"
+        db = args.db or Path(tmp) / "bench-store"
         with Store(db) as store:
-            with store.transaction():
-                store.record_spec(spec, "yaml")
-                run_id = store.start_run(spec)
+            store.record_spec(spec, "yaml")
+            run_id = store.start_run(spec)
             requests, samples = [], []
             for i, text in enumerate(texts):
                 cls = classes[i % len(classes)]

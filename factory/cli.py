@@ -16,7 +16,7 @@ from rich.table import Table
 
 from factory.spec import Spec, SpecError, load_spec
 from factory.store import Store, StoreError, StoreLocation
-from factory.store.leases import LeaseHeld, holders
+from factory.store.leases import holders
 
 if TYPE_CHECKING:
     from factory.attributes.lock import LockFile
@@ -236,18 +236,15 @@ def run(spec: SpecArg, db: DbOpt = None, refresh: RefreshOpt = False,
     is missing). The same code as the Dagster UI and schedules."""
     parsed = _load(spec)  # the run's one parse, handed to the spec asset
     location = _location(db)
-    with _store(location) as store:  # fail early and clearly on a bad store, or a spec being run elsewhere
-        held = next((h for h in holders(store) if h["spec_name"] == parsed.name), None)
-    if held is not None and not wait:
-        raise _fail(LeaseHeld(parsed.name, held))
-    if held is not None:
-        console.print(f"[dim]waiting: {escape(str(LeaseHeld(parsed.name, held)))}[/dim]", highlight=False)
+    _store(location).close()  # fail early and clearly on a bad store
     from factory.defs.local import check_names, materialization_metadata, materialize_spec
 
     try:
         # Dagster's console logger would print a failed step's stack trace; the error is reported below
         result = materialize_spec(spec, location, spec=parsed, show_progress=progress, refresh=refresh,
-                                  log_level="CRITICAL", lease_wait_s=None if wait else 0.0)
+                                  log_level="CRITICAL", lease_wait_s=None if wait else 0.0,
+                                  on_lease_wait=lambda held: err.print(f"[dim]waiting: {escape(str(held))}[/dim]",
+                                                                       highlight=False))
     except Exception as exc:  # noqa: BLE001 - a stage's own error, unwrapped from Dagster's
         cause = getattr(exc, "user_exception", None) or exc
         if isinstance(cause, _expected_errors()):

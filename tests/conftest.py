@@ -59,6 +59,15 @@ def query(db: Path | str, sql: str) -> list[tuple]:
         return store.con.execute(sql).fetchall()
 
 
+def recovered_query(db: Path | str, sql: str) -> list[tuple]:
+    """Rows of ``sql`` once a writer has opened the store, publishing what a killed run journaled (what is
+    persisted, so what a rerun must not send again)."""
+    from factory.store import Store
+
+    with Store(db) as store:
+        return store.sql(sql)
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Collect reference cycles (tracebacks holding closed DuckDB connections) before the interpreter
     exits, so that DuckDB's bindings do not report them as leaks."""

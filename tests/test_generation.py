@@ -19,6 +19,7 @@ from factory.spec import Spec, load_spec
 from factory.store import Store
 from conftest import Generated, generate
 from conftest import query as rows
+from conftest import recovered_query
 from fault_server import FaultServer, expected_content, spawn
 
 SPEC = textwrap.dedent("""\
@@ -181,7 +182,7 @@ def test_kill_9_then_rerun_resends_nothing_completed(tmp_path: Path, db: Path) -
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         assert proc.returncode == -9
-        persisted = rows(db, "SELECT count(*) FROM llm_requests")[0][0]
+        persisted = recovered_query(db, "SELECT count(*) FROM llm_requests")[0][0]  # lake + the dead run's journal
         assert 0 < persisted < 120
         _control(base_url, {"reset_stats": True})
         result = run(path, db)

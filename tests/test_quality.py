@@ -42,9 +42,8 @@ def make_spec(name: str = "q", classes: str = "[business, sports]", filters: str
 def insert(store: Store, spec: Spec, rows: list[dict[str, Any]]) -> list[str]:
     """Insert samples through Store.save_completions; each row: class, text, and optionally index,
     attributes, refusal. Returns the sample ids in row order."""
-    with store.transaction():
-        store.record_spec(spec, "yaml")
-        run_id = store.start_run(spec)
+    store.record_spec(spec, "yaml")
+    run_id = store.start_run(spec)
     per_class: dict[str, int] = {}
     requests, samples, ids = [], [], []
     for i, row in enumerate(rows):

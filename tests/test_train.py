@@ -13,7 +13,6 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import dagster as dg
-import duckdb
 import pytest
 
 from conftest import generate
@@ -135,11 +134,9 @@ def fake_generated_store(db: Path, spec_path: Path, per_class: int = 10, refusal
 
 
 def rows(db: Path, sql: str) -> list[tuple]:
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
+    from conftest import query
+
+    return query(db, sql)
 
 
 # ---- (1) metrics against scikit-learn -----------------------------------------------------------------

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -10,8 +12,8 @@ from dagster import AssetSelection, DagsterInstance, ExecuteInProcessResult, mat
 
 from factory.defs import with_io
 from factory.defs.assets import ASSETS, SPECS
-from factory.spec import Spec
-from factory.store import StoreLocation
+from factory.spec import Spec, load_spec
+from factory.store import Lease, Store, StoreLocation
 from factory.defs.resources import RunOptions, SpecCatalog, StoreResource, resources_from_env, spec_key
 
 
@@ -23,13 +25,17 @@ def instance_for_cli() -> DagsterInstance:
 def materialize_spec(spec_path: Path, db_path: str | Path | StoreLocation, *, spec: Spec | None = None, show_progress: bool = False, refresh: bool = False,
                      instance: DagsterInstance | None = None, log_level: str = "WARNING",
                      export_dir: Path | None = None, resources: dict[str, Any] | None = None,
-                     through: str | None = None, lease_wait_s: float | None = 0.0) -> ExecuteInProcessResult:
+                     through: str | None = None, lease_wait_s: float | None = 0.0,
+                     on_lease_wait: Callable[[Exception], None] | None = None) -> ExecuteInProcessResult:
     """Materialize the assets of ``spec_path``'s partition (its file name without the suffix) into
     the store ``db_path``: all of them, or ``through`` an asset (it and everything upstream of it, e.g.
     ``"generations"``). ``spec``: the file already parsed (the run parses it no more). ``resources``
-    replace the deployment's (e.g. a test's own LLM endpoint). ``lease_wait_s``: how long to wait for another
-    run of the same spec (0: refuse at once, None: wait)."""
+    replace the deployment's (e.g. a test's own LLM endpoint). The run holds the spec's lease throughout;
+    ``lease_wait_s``: how long to wait for another run of the same spec (0: refuse with
+    :class:`~factory.store.LeaseHeld`, None: wait as long as it takes)."""
     key = spec_key(spec_path)
+    name = (spec or load_spec(spec_path)).name
+    holder = f"factory-run-{uuid.uuid4().hex[:12]}"
     location = db_path if isinstance(db_path, StoreLocation) else StoreLocation.parse(db_path)
     instance = instance or instance_for_cli()
     if not instance.has_dynamic_partition(SPECS.name, key):
@@ -38,12 +44,15 @@ def materialize_spec(spec_path: Path, db_path: str | Path | StoreLocation, *, sp
     chosen = resources_from_env(
         specs=SpecCatalog(specs_dir=str(spec_path.resolve().parent), files={key: str(spec_path.resolve())},
                           preloaded={key: spec} if spec is not None else {}),
-        store=StoreResource(location=location.url, data_path=location.data_path, lease_wait_s=lease_wait_s),
+        store=StoreResource(location=location.url, data_path=location.data_path, lease_wait_s=lease_wait_s,
+                            holder=holder),
         options=RunOptions(export_dir=export, show_progress=show_progress, refresh=refresh))
     run_config: dict[str, Any] = {"loggers": {"console": {"config": {"log_level": log_level}}}}
     selection = AssetSelection.assets(through).upstream().required_multi_asset_neighbors() if through else None
-    return materialize(ASSETS, partition_key=key, instance=instance, resources=with_io({**chosen, **(resources or {})}),
-                       run_config=run_config, raise_on_error=True, selection=selection)
+    with Store(location) as store, Lease(store, name, holder, wait_s=lease_wait_s, on_wait=on_lease_wait):
+        return materialize(ASSETS, partition_key=key, instance=instance,
+                           resources=with_io({**chosen, **(resources or {})}), run_config=run_config,
+                           raise_on_error=True, selection=selection)
 
 
 def materialization_metadata(result: ExecuteInProcessResult, asset: str) -> dict[str, Any]:

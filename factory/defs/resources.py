@@ -75,6 +75,7 @@ class StoreResource(ConfigurableResource):
     location: str | None = None
     data_path: str | None = None
     lease_wait_s: float | None = 3600.0
+    holder: str | None = None  # who holds the leases (``factory run``: the whole run's lease), else the Dagster run
 
     @contextmanager
     def open(self) -> Iterator[Store]:
@@ -86,7 +87,7 @@ class StoreResource(ConfigurableResource):
         def waiting(held: Exception) -> None:
             if log is not None:
                 log.info(f"waiting: {held}")
-        return Lease(store, spec_name, holder, wait_s=self.lease_wait_s, on_wait=waiting)
+        return Lease(store, spec_name, self.holder or holder, wait_s=self.lease_wait_s, on_wait=waiting)
 
 
 class LLMResource(ConfigurableResource):

@@ -93,6 +93,7 @@ class Journal:
             cur = self.con.cursor()
             try:
                 cur.execute("USE lake")
+                cur.execute("SET enable_progress_bar = false")
                 return publish_from(cur, self.name, self.write)
             finally:
                 cur.close()

@@ -38,7 +38,9 @@ LAKE = "lake"  # the attached catalog's name in every connection
 EXTENSIONS = {"ducklake": "ducklake", "sqlite": "sqlite_scanner", "postgres": "postgres_scanner"}
 # How a commit conflict or a busy catalog shows: retried, never surfaced as a failed run.
 TRANSIENT = ("Failed to commit DuckLake transaction", "database is locked", "Transaction conflict",
-             "could not serialize", "deadlock detected", "SQLITE_BUSY", "Conflict on", "conflict")
+             "could not serialize", "deadlock detected", "SQLITE_BUSY", "Conflict on", "conflict",
+             "Failed to initialize DuckLake",  # processes creating a PostgreSQL catalog at once: one wins
+             "duplicate key value violates unique constraint")
 T = TypeVar("T")
 
 
@@ -76,10 +78,9 @@ class StoreLocation:
         text = str(value) if value is not None else (os.environ.get("FACTORY_STORE") or os.environ.get("FACTORY_DB")
                                                      or DEFAULT_STORE)
         text = text.removeprefix("ducklake:")
-        data_path = data_path or os.environ.get("FACTORY_DATA_PATH")
         if text.startswith(("postgres:", "postgresql:")):
-            return cls._postgres(text.split(":", 1)[1], data_path)
-        return cls._embedded(Path(text.removeprefix("sqlite:")), data_path)
+            return cls._postgres(text.split(":", 1)[1], data_path or os.environ.get("FACTORY_DATA_PATH"))
+        return cls._embedded(Path(text.removeprefix("sqlite:")))  # its data is always its own data/ folder
 
     @classmethod
     def _postgres(cls, conninfo: str, data_path: str | None) -> StoreLocation:
@@ -94,7 +95,7 @@ class StoreLocation:
         return cls(f"postgres:{conninfo}", data_path.rstrip("/") + "/", journals)
 
     @classmethod
-    def _embedded(cls, path: Path, data_path: str | None) -> StoreLocation:
+    def _embedded(cls, path: Path) -> StoreLocation:
         if path.is_file():
             if _is_duckdb_file(path):
                 raise StoreError(f"{path} is a single-file store of an older attrfactory; the store is now a DuckLake"
@@ -104,8 +105,7 @@ class StoreLocation:
             else:
                 raise StoreError(f"{path} is a file, not a store folder")
         root = path.resolve()
-        return cls(f"sqlite:{root / 'catalog.sqlite'}", (data_path or str(root / "data")).rstrip("/") + "/",
-                   root / "journals", root)
+        return cls(f"sqlite:{root / 'catalog.sqlite'}", f"{root / 'data'}/", root / "journals", root)
 
 
 def _is_duckdb_file(path: Path) -> bool:
@@ -207,6 +207,7 @@ def attach(location: StoreLocation, read_only: bool = False, snapshot: int | Non
     con = duckdb.connect(config={"extension_directory": extension_directory(),
                                  "autoinstall_known_extensions": False, "autoload_known_extensions": True})
     try:
+        con.execute("SET enable_progress_bar = false")  # a long publish would print one into the run's log
         con.execute("LOAD ducklake")
         options = [f"DATA_PATH '{_quote(location.data_path)}'"]
         if snapshot is not None:
@@ -257,6 +258,7 @@ class _Shared:
             self.recent = [k for k in self.recent if k != key] + [key]
             cur = root.cursor()
         cur.execute(f"USE {LAKE}")
+        cur.execute("SET enable_progress_bar = false")
         return cur
 
     def release(self, location: StoreLocation) -> None:

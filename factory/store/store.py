@@ -11,7 +11,6 @@ written here: requests store the model and parameters, never the client's creden
 from __future__ import annotations
 
 import json
-import os
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -26,7 +25,7 @@ from factory.spec import Spec
 from factory.store.housekeeping import maybe_compact
 from factory.store.journal import Journal, recover
 from factory.store.lake import SHARED, StoreError, StoreLocation, attach, retrying
-from factory.store.schema import (JOURNALED, SCHEMA, SCHEMA_VERSION, UNIQUE_KEYS, Record, _arrow_records,
+from factory.store.schema import (SCHEMA, SCHEMA_VERSION, UNIQUE_KEYS, Record, _arrow_records,
                                   _Record)
 
 T = TypeVar("T")
@@ -158,6 +157,7 @@ class Store:
         """A connection of its own for another thread (the request writer), the store used by default."""
         cur = self.con.cursor()
         cur.execute("USE lake")
+        cur.execute("SET enable_progress_bar = false")
         return cur
 
     def _write(self, fn: Callable[[duckdb.DuckDBPyConnection], T], con: duckdb.DuckDBPyConnection | None = None,
@@ -291,12 +291,20 @@ class Store:
         """The completed requests among ``keys``, in the lake or this process's journal (one query)."""
         if not keys:
             return {}
+        import pyarrow as pa
+
+        wanted = f"_keys_{uuid.uuid4().hex[:8]}"  # the keys as an Arrow table: a list parameter costs ~100x more
         select = ("SELECT request_key, choices, prompt_tokens, completion_tokens, cost_usd FROM {}.llm_requests"
-                  " WHERE request_key IN (SELECT unnest($1::VARCHAR[]))")
+                  f" WHERE request_key IN (SELECT request_key FROM {wanted})")
         sql = select.format("lake")
         if self._journal is not None:
             sql += " UNION ALL " + select.format(self._journal.name)
-        rows = retrying(lambda: self.con.execute(sql, [list(keys)]).fetchall())  # no publish: the journal is read
+        cur = self.con.cursor()  # a view of its own: another thread may look up keys at the same time
+        try:
+            cur.register(wanted, pa.table({"request_key": pa.array(list(keys), pa.string())}))
+            rows = retrying(lambda: cur.execute(sql).fetchall())  # no publish: the journal is read directly
+        finally:
+            cur.close()
         return {r[0]: CachedRequest(r[0], json.loads(r[1]), r[2], r[3], r[4]) for r in rows}
 
     def save_completions(self, records: Iterable[Record], cursor: duckdb.DuckDBPyConnection | None = None) -> None:
@@ -475,8 +483,17 @@ class Store:
 
         if not text_hashes:
             return {}
-        found = self._x("SELECT text_hash, vector FROM embeddings WHERE model = ? AND text_hash IN"
-                                 " (SELECT unnest(?::VARCHAR[]))", [model, list(text_hashes)]).fetchnumpy()
+        import pyarrow as pa
+
+        wanted = f"_hashes_{uuid.uuid4().hex[:8]}"
+        cur = self.con.cursor()
+        try:
+            cur.register(wanted, pa.table({"text_hash": pa.array(list(text_hashes), pa.string())}))
+            found = retrying(lambda: cur.execute(
+                f"SELECT text_hash, vector FROM lake.embeddings WHERE model = ? AND text_hash IN"
+                f" (SELECT text_hash FROM {wanted})", [model]).fetchnumpy())
+        finally:
+            cur.close()
         if not len(found["text_hash"]):
             return {}
         vectors = np.stack(list(found["vector"])).astype(np.float32, copy=False)
