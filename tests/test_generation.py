@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from factory.cli import app
-from factory.spec import Spec, load_spec
+from factory.spec import Spec, load_spec, parse_spec
 from factory.store import Store
 from conftest import Generated, generate
 from conftest import query as rows
@@ -265,3 +265,30 @@ def test_run_ends_with_a_few_samples_per_class(tmp_path: Path, db: Path) -> None
         assert match, line  # the stored text of that class
         text, attrs = match[0]
         assert all(f"{k}={v}" in line for k, v in attrs.items())
+
+
+def test_the_same_key_twice_at_once_is_paid_once(db: Path) -> None:
+    """A second request of a key still in flight (or not yet durable) waits for the first: one send, one
+    row, and the second is counted as cached."""
+    import asyncio
+
+    from factory.generation.llm.budget import Budget
+    from factory.generation.llm.client import Endpoint, open_engine
+    from factory.generation.llm.engine import LLMRequest
+    from factory.spec import GenerationSpec
+    from factory.store import Store
+
+    spec = parse_spec("name: twice\ndomain: note\nclasses: [a, b]\n")
+    request = LLMRequest(messages=[{"role": "user", "content": "say hi"}], model="m", params={"max_tokens": 8})
+
+    async def both(store: Store, base_url: str) -> list:
+        async with open_engine(GenerationSpec(), store, Endpoint(base_url, "k"), Budget.from_spec(spec.budget, "m")
+                               ) as engine:
+            results = await asyncio.gather(engine.complete(request), engine.complete(request))
+            return [results, engine.stats.sent, engine.stats.cached]
+
+    with FaultServer(latency_s=0.3) as server, Store(db) as store:  # a slow server: the window is wide open
+        (first, second), sent_, cached = asyncio.run(both(store, server.base_url))
+        assert server.stats()["total"] == 1 and sent_ == 1 and cached == 1
+        assert first.choices == second.choices and second.cached and not first.cached
+        assert store.sql("SELECT count(*) FROM llm_requests") == [(1,)]

@@ -67,6 +67,10 @@ class LLMRequest:
         return sum(estimate_tokens(m["content"]) + 4 for m in self.messages)
 
 
+class _FirstSendFailed(Exception):
+    """The first send of a key failed; requests of the same key that waited for it send themselves."""
+
+
 @dataclass(frozen=True)
 class Completion:
     key: str
@@ -167,6 +171,7 @@ class RequestWriter:
         self.queue: asyncio.Queue[Record] = asyncio.Queue()
         self.task: asyncio.Task[None] | None = None
         self.written = 0
+        self.on_written: Callable[[list[Record]], None] | None = None  # told of each batch once it is durable
 
     def put(self, record: Record) -> None:
         self.queue.put_nowait(record)
@@ -182,6 +187,8 @@ class RequestWriter:
     async def _flush(self, batch: list[Record]) -> None:
         await asyncio.to_thread(self.store.save_completions, batch, self.cursor)
         self.written += len(batch)
+        if self.on_written is not None:
+            self.on_written(batch)
         for _ in batch:
             self.queue.task_done()
 
@@ -219,6 +226,10 @@ class Engine:
         self.stats = EngineStats()
         self._cache: dict[str, CachedRequest] = {}
         self._prefetched: set[str] = set()
+        # requests sent by this engine whose completion is not durable yet (or still in flight): a second
+        # request of the same key waits for the first instead of paying again
+        self._unsettled: dict[str, asyncio.Future[Completion]] = {}
+        writer.on_written = self._persisted
 
     def prefetch(self, keys: Iterable[str]) -> int:
         """Load the cached completions among ``keys`` in one query; return how many were found."""
@@ -235,14 +246,41 @@ class Engine:
             return self._cache.pop(key, None)
         return self._cache.pop(key, None) or self.store.cached_requests([key]).get(key)
 
+    def _persisted(self, batch: list[Record]) -> None:
+        for record in batch:
+            if isinstance(record, RequestRecord):
+                self._unsettled.pop(record.request_key, None)
+
     async def complete(self, request: LLMRequest) -> Completion:
         """The completion of ``request``: from the cache, or sent within the budget (may raise
         :class:`BudgetExhausted` or :class:`FatalEndpointError`)."""
         key = request.key
+        first = self._unsettled.get(key)
+        if first is not None:
+            try:
+                done = await asyncio.shield(first)
+                self.stats.cached += 1
+                return Completion(key, done.choices, done.prompt_tokens, done.completion_tokens, done.cost_usd, True)
+            except _FirstSendFailed:
+                pass  # the first sender failed: this one tries itself
         hit = self._cached(key)
         if hit is not None:
             self.stats.cached += 1
             return Completion(key, hit.choices, hit.prompt_tokens, hit.completion_tokens, hit.cost_usd, True)
+        future: asyncio.Future[Completion] = asyncio.get_running_loop().create_future()
+        self._unsettled[key] = future
+        try:
+            completion = await self._send(request)
+        except BaseException:
+            self._unsettled.pop(key, None)
+            future.set_exception(_FirstSendFailed())
+            future.exception()  # retrieved: no "never retrieved" warning when nobody waited
+            raise
+        future.set_result(completion)
+        return completion
+
+    async def _send(self, request: LLMRequest) -> Completion:
+        """Send ``request`` within the budget and count it."""
         reservation = self.budget.reserve(request.prompt_tokens_estimate(),
                                           request.n * int(request.params.get("max_tokens", 256)))
         try:
