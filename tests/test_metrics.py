@@ -400,3 +400,192 @@ def test_diversity_report(data: np.ndarray) -> None:
 def test_diversity_report_length_mismatch(data: np.ndarray) -> None:
     with pytest.raises(ValueError):
         diversity_report(data, ["a"] * len(data), ["t"] * (len(data) - 1))
+
+
+# ------------------------------------------------------------------------------------------------
+# approximate nearest neighbours (method="ann"; "auto" switches above M.ANN_THRESHOLD rows)
+
+
+def clustered(n: int, d: int, seed: int, centers: int = 40) -> np.ndarray:
+    """Seeded float32 rows around ``centers`` random directions, with sub-clusters: nearest neighbours
+    at cosine ~0.6-0.9, like sentence embeddings of a labelled set."""
+    rng = np.random.default_rng(seed)
+    top = rng.standard_normal((centers, d))
+    sub = top[rng.integers(0, centers, size=4 * centers)] + 0.8 * rng.standard_normal((4 * centers, d))
+    x = sub[rng.integers(0, 4 * centers, size=n)] + 0.9 * rng.standard_normal((n, d))
+    return x.astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def big() -> np.ndarray:
+    return clustered(3000, 64, seed=7)
+
+
+@pytest.fixture(scope="module")
+def big_other() -> np.ndarray:
+    return clustered(2500, 64, seed=8)
+
+
+def test_ann_chamfer_within_1pct(big: np.ndarray) -> None:
+    exact = chamfer_distance(big, method="exact")
+    approx = chamfer_distance(big, method="ann")
+    assert exact > 0.1  # not a degenerate 0 == 0 comparison
+    assert abs(approx - exact) / exact <= 0.01
+    # the ANN only misses neighbours: it never finds a closer one than the exact nearest
+    assert approx >= exact - 1e-6
+
+
+@pytest.mark.parametrize("k", [1, 5])
+def test_ann_top_k_within_1pct(big: np.ndarray, big_other: np.ndarray, k: int) -> None:
+    exact = top_k_similarity(big, big_other, k=k, method="exact")
+    approx = top_k_similarity(big, big_other, k=k, method="ann")
+    assert exact > 0.1
+    assert abs(approx - exact) / exact <= 0.01
+    assert approx <= exact + 1e-6
+
+
+def test_ann_small_inputs_match_naive(data: np.ndarray, other: np.ndarray) -> None:
+    # 300 rows: a handful of lists, most of them probed, so the ANN finds every neighbour here
+    assert chamfer_distance(data, method="ann") == pytest.approx(naive_chamfer(data), abs=TOL)
+    expected = naive_top_k(data, other, 5)
+    assert top_k_similarity(data, other, k=5, method="ann") == pytest.approx(expected, abs=TOL)
+    # fewer rows than one list needs: a single list, i.e. the exact answer
+    assert chamfer_distance(TRIANGLE, method="ann") == pytest.approx(0.8 / 3, abs=1e-7)
+
+
+def test_ann_excludes_self_but_not_duplicates(big: np.ndarray) -> None:
+    # two orthogonal points: self excluded, so 1 (not 0)
+    assert chamfer_distance([[1.0, 0.0], [0.0, 1.0]], method="ann") == pytest.approx(1.0, abs=1e-7)
+    x = np.array([[1.0, 0.0], [2.0, 0.0], [0.0, 1.0]])
+    assert chamfer_distance(x, method="ann") == pytest.approx(1.0 / 3, abs=1e-7)
+    # 200 rows repeated (one scaled): each of them has a copy at distance 0, as in the exact path
+    dup = np.vstack([big, big[:200] * 2.5])
+    exact = chamfer_distance(dup, method="exact")
+    approx = chamfer_distance(dup, method="ann")
+    assert abs(approx - exact) / exact <= 0.01
+    # all rows identical: every point's nearest other point is a copy
+    assert chamfer_distance(np.ones((500, 4)), method="ann") == pytest.approx(0.0, abs=1e-6)
+
+
+def test_ann_top_k_counts_copies(big: np.ndarray, big_other: np.ndarray) -> None:
+    # 700 copies of one direction among the generated rows (as in test_top_k_with_ties)
+    gen = np.vstack([np.tile(big_other[:1], (700, 1)) * 3.0, big_other])
+    exact = top_k_similarity(big, gen, k=5, method="exact")
+    approx = top_k_similarity(big, gen, k=5, method="ann")
+    assert abs(approx - exact) / exact <= 0.01
+    # k = |G| needs every generated row: the probed lists cannot hold them, the exact fallback does
+    few = big_other[:50]
+    assert top_k_similarity(big[:100], few, k=50, method="ann") == pytest.approx(
+        naive_cross(big[:100].astype(np.float64), few.astype(np.float64)), abs=TOL
+    )
+
+
+def test_ann_zero_rows_excluded(big: np.ndarray, big_other: np.ndarray) -> None:
+    with_zeros = np.insert(big, [0, 17, 1500, 3000], 0.0, axis=0)
+    gen_zeros = np.insert(big_other, [3, 2500], 0.0, axis=0)
+    assert chamfer_distance(with_zeros, method="ann") == chamfer_distance(big, method="ann")
+    assert top_k_similarity(with_zeros, gen_zeros, k=5, method="ann") == pytest.approx(
+        top_k_similarity(big, big_other, k=5, method="ann"), abs=1e-12
+    )
+    assert math.isnan(chamfer_distance(np.zeros((5, 3)), method="ann"))
+    assert math.isnan(top_k_similarity(np.ones((2, 3)), np.ones((2, 3)), k=3, method="ann"))
+
+
+def test_ann_is_reproducible(big: np.ndarray, big_other: np.ndarray) -> None:
+    assert chamfer_distance(big, method="ann") == chamfer_distance(big, method="ann")
+    assert top_k_similarity(big, big_other, method="ann") == top_k_similarity(big, big_other, method="ann")
+
+
+class _Calls:
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.chamfer = self.top_k = 0
+        real_chamfer, real_top_k = M._chamfer_ann, M._top_k_ann
+
+        def chamfer(*args: object) -> float:
+            self.chamfer += 1
+            return real_chamfer(*args)
+
+        def top_k(*args: object) -> float:
+            self.top_k += 1
+            return real_top_k(*args)
+
+        monkeypatch.setattr(M, "_chamfer_ann", chamfer)
+        monkeypatch.setattr(M, "_top_k_ann", top_k)
+
+
+def test_auto_below_threshold_is_exact(
+    big: np.ndarray, big_other: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = _Calls(monkeypatch)
+    assert len(big) <= M.ANN_THRESHOLD
+    # identical values: the very same computation
+    assert chamfer_distance(big) == chamfer_distance(big, method="exact")
+    assert top_k_similarity(big, big_other) == top_k_similarity(big, big_other, method="exact")
+    assert (calls.chamfer, calls.top_k) == (0, 0)
+
+
+def test_auto_above_threshold_is_ann_and_exact_stays_exact(
+    big: np.ndarray, big_other: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = _Calls(monkeypatch)
+    monkeypatch.setattr(M, "ANN_THRESHOLD", 1000)  # the inputs are above it
+    exact_cd = chamfer_distance(big, method="exact")
+    exact_tk = top_k_similarity(big, big_other, method="exact")
+    assert (calls.chamfer, calls.top_k) == (0, 0)
+    # "exact" forced above the threshold: still the blocked matmul, equal to the naive reference
+    assert exact_cd == pytest.approx(naive_chamfer(big.astype(np.float64)), abs=TOL)
+    assert exact_tk == pytest.approx(
+        naive_top_k(big.astype(np.float64), big_other.astype(np.float64), 5), abs=TOL
+    )
+    assert chamfer_distance(big) == chamfer_distance(big, method="ann")
+    assert top_k_similarity(big, big_other) == top_k_similarity(big, big_other, method="ann")
+    assert (calls.chamfer, calls.top_k) == (2, 2)
+    # top-k: "auto" switches only when both sets are above the threshold
+    top_k_similarity(big[:900], big_other)
+    top_k_similarity(big, big_other[:900])
+    assert calls.top_k == 2
+    # diversity_report passes method through to Chamfer
+    labels = ["a"] * len(big)
+    texts = ["t"] * len(big)
+    rep = diversity_report(big, labels, texts, method="exact")
+    assert calls.chamfer == 2
+    assert rep["overall"]["chamfer_distance"] == pytest.approx(exact_cd, abs=1e-12)
+    diversity_report(big, labels, texts)
+    assert calls.chamfer == 4  # per class and overall
+
+
+def test_use_ann_at_the_real_threshold() -> None:
+    assert not M._use_ann("auto", M.ANN_THRESHOLD)
+    assert M._use_ann("auto", M.ANN_THRESHOLD + 1)
+    assert not M._use_ann("exact", 10 * M.ANN_THRESHOLD)
+    assert M._use_ann("ann", 2)
+    assert M.ANN_THRESHOLD == 20_000
+
+
+def test_bad_method() -> None:
+    with pytest.raises(ValueError):
+        chamfer_distance(np.ones((3, 2)), method="fast")  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        top_k_similarity(np.ones((3, 2)), np.ones((3, 2)), k=1, method="approx")  # type: ignore[arg-type]
+
+
+def test_without_faiss(big: np.ndarray, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(M, "_ann_available", lambda: False)
+    monkeypatch.setattr(M, "ANN_THRESHOLD", 1000)
+    with pytest.warns(RuntimeWarning, match="faiss"):
+        value = chamfer_distance(big)
+    assert value == chamfer_distance(big, method="exact")
+    with pytest.raises(ImportError):
+        chamfer_distance(big, method="ann")
+
+
+def test_ann_is_approximate_with_few_probes(
+    big: np.ndarray, big_other: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # with one probed list some nearest neighbours are missed: Chamfer can only go up, top-k down
+    monkeypatch.setattr(M, "_ANN_NPROBE_CHAMFER", 1)
+    monkeypatch.setattr(M, "_ANN_NPROBE_TOPK", 2)
+    exact_cd = chamfer_distance(big, method="exact")
+    exact_tk = top_k_similarity(big, big_other, k=5, method="exact")
+    assert chamfer_distance(big, method="ann") > exact_cd + 1e-6
+    assert top_k_similarity(big, big_other, k=5, method="ann") < exact_tk - 1e-6

@@ -12,6 +12,14 @@ Conventions shared by every function here:
   similarity) are exact in ``O(N·d)`` from the sum of the unit rows, accumulated in float64; the
   nearest-neighbour metrics (Chamfer, top-k) multiply float32 blocks of ``chunk_size`` rows, so the
   working memory is ``O(chunk_size · N)`` and 100k x 384 embeddings fit in a couple of GiB.
+* The nearest-neighbour metrics take ``method``: ``"exact"`` (the blocked matmuls, ``O(N²d)``),
+  ``"ann"`` (approximate nearest neighbours: an inverted file, faiss k-means into ``~sqrt(N)`` lists,
+  each row compared only with the lists it probes, by the same float32 matmuls) or ``"auto"`` (the
+  default: ``"ann"`` when the sets are large, see :data:`ANN_THRESHOLD`, else ``"exact"``). The ANN path
+  keeps the definitions (cosine on the unit rows, self excluded from Chamfer but duplicates kept, zero
+  rows left out, clipping): only a true nearest neighbour outside the probed lists makes a difference,
+  and it can only lower the similarities found (raise Chamfer, lower top-k). It is reproducible (fixed
+  seeds).
 
 References: average pairwise similarity (APS) as in AttrPrompt (Yu et al., 2023, "Large Language Model
 as Attributed Training Data Generator"); remote clique, Chamfer distance and top-k similarity as in
@@ -23,13 +31,17 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Hashable, Sequence
-from typing import Any
+import warnings
+from collections.abc import Hashable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 __all__ = [
+    "ANN_THRESHOLD",
+    "Method",
     "aps_by_class",
     "average_pairwise_similarity",
     "chamfer_distance",
@@ -48,6 +60,23 @@ DEFAULT_CHUNK = 4096
 _SUM_CHUNK = 16384
 # Smallest block width of the block-maxima top-k selection (see _row_top_k_sum).
 _TOPK_MIN_BLOCK = 16
+
+Method = Literal["auto", "exact", "ann"]
+#: ``method="auto"`` switches Chamfer and top-k to the approximate nearest-neighbour index above this
+#: many non-zero rows: Chamfer when ``N > ANN_THRESHOLD``, top-k when both the real and the generated
+#: set are larger (with a small set on either side the exact blocked matmul is about as fast as
+#: building and querying an index, and it is exact).
+ANN_THRESHOLD = 20_000
+# The inverted file of the ANN path (faiss k-means, see _chamfer_ann / _top_k_ann): lists per sqrt(N)
+# of the indexed rows, lists probed per row for Chamfer and for top-k (the accuracy knob, cost and
+# accuracy grow with it: on ~100k all-MiniLM-L6-v2 embeddings of real texts, 16 gives Chamfer ~0.5%
+# relative error and top-k ~1.0%, 24 gives top-k ~0.7%; see benchmarks/bench_metrics.py),
+# k-means iterations, and the seed of k-means and of its training sample (the result is reproducible).
+_ANN_LISTS = 1.0
+_ANN_NPROBE_CHAMFER = 16
+_ANN_NPROBE_TOPK = 24
+_ANN_NITER = 10
+_ANN_SEED = 1234
 
 
 # --------------------------------------------------------------------------------------------------
@@ -163,6 +192,189 @@ def _nan_to_none(value: float) -> float | None:
 
 
 # --------------------------------------------------------------------------------------------------
+# approximate nearest neighbours: an inverted file (IVF, faiss k-means) searched list by list with BLAS
+
+
+def _check_method(method: str) -> None:
+    if method not in ("auto", "exact", "ann"):
+        raise ValueError(f"method must be 'auto', 'exact' or 'ann', got {method!r}")
+
+
+def _ann_available() -> bool:
+    try:
+        import faiss  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _use_ann(method: str, n: int) -> bool:
+    """Whether to take the ANN path: ``method == "ann"``, or ``"auto"`` and ``n > ANN_THRESHOLD``
+    (``n``: the rows that decide, see :data:`ANN_THRESHOLD`). ``"auto"`` falls back to the exact path,
+    with a warning, when faiss is not installed; ``"ann"`` then raises ``ImportError``."""
+    _check_method(method)
+    if method == "exact" or (method == "auto" and n <= ANN_THRESHOLD):
+        return False
+    if _ann_available():
+        return True
+    if method == "ann":
+        raise ImportError("method='ann' needs faiss: pip install faiss-cpu")
+    warnings.warn("faiss is not installed: computing the exact O(N²d) metric", RuntimeWarning,
+                  stacklevel=3)
+    return False
+
+
+@contextmanager
+def _faiss_one_thread() -> Iterator[None]:
+    """faiss (k-means, centroid search) on one OpenMP thread for the duration: the matmuls, which
+    dominate, run in numpy's BLAS threads, and faiss's OpenMP threads spinning next to them made the
+    small k-means steps up to 40x slower on a 2-core machine."""
+    import faiss
+
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
+
+
+def _ivf_quantizer(base: NDArray[np.float32]) -> Any:
+    """A spherical k-means (faiss) of the unit rows ``base``: ``round(_ANN_LISTS · sqrt(n))`` centroids
+    (at most ``n // 39``, faiss's minimum of training points per centroid), trained on at most ``64``
+    rows per centroid drawn with a fixed seed; ``None`` when that leaves a single list."""
+    import faiss
+
+    n, d = base.shape
+    nlist = min(round(_ANN_LISTS * math.sqrt(n)), n // 39)
+    if nlist < 2:
+        return None
+    if n > 64 * nlist:
+        rows = np.random.default_rng(_ANN_SEED).choice(n, 64 * nlist, replace=False)
+        sample = base[np.sort(rows)]
+    else:
+        sample = base
+    kmeans = faiss.Kmeans(d, nlist, niter=_ANN_NITER, spherical=True, seed=_ANN_SEED, verbose=False)
+    kmeans.train(np.ascontiguousarray(sample, dtype=np.float32))
+    return kmeans
+
+
+def _probe(kmeans: Any, x: NDArray[np.float32], nprobe: int) -> NDArray[np.int64]:
+    """The ``nprobe`` lists (centroids of highest cosine) of every row of ``x``, best first."""
+    nprobe = min(nprobe, kmeans.k)
+    out = np.empty((x.shape[0], nprobe), dtype=np.int64)
+    for i0 in range(0, x.shape[0], _SUM_CHUNK):
+        block = np.ascontiguousarray(x[i0 : i0 + _SUM_CHUNK])
+        _, out[i0 : i0 + _SUM_CHUNK] = kmeans.index.search(block, nprobe)
+    return out
+
+
+def _by_list(lists: NDArray[np.int64], nlist: int) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
+    """``(rows, lims)``: row ``r`` of ``lists`` (shape ``(n, p)``) is in ``rows[lims[l]:lims[l + 1]]``
+    for every list ``l`` it names; in each group the rows whose first (best) list is ``l`` come first."""
+    n, p = lists.shape
+    secondary = np.ones((n, p), dtype=np.int64)
+    secondary[:, 0] = 0
+    key = (lists * 2 + secondary).ravel()
+    order = np.argsort(key, kind="stable")
+    rows = order // p
+    lims = np.searchsorted(key[order], 2 * np.arange(nlist + 1))
+    return rows, lims
+
+
+def _chamfer_ann(unit: NDArray[np.float32], chunk_size: int) -> float:
+    """:func:`chamfer_distance` of the unit rows ``unit`` (``N >= 2``) through an inverted file.
+
+    Every row goes into the list of its nearest centroid and probes its ``_ANN_NPROBE_CHAMFER``
+    nearest lists. For each list, one float32 matmul between the rows that probe it and its members
+    gives all those similarities; the row maxima update the probing rows and the column maxima the
+    members (a similarity is symmetric: a pair is found when either point probes the other's list).
+    The members come first among the probing rows, so the point itself is the masked diagonal; a copy
+    of a point sits in the same list, so duplicates still count as distance 0. A row left without any
+    candidate is computed exactly.
+    """
+    n = unit.shape[0]
+    kmeans = _ivf_quantizer(unit)
+    if kmeans is None:
+        lists, nlist = np.zeros((n, 1), dtype=np.int64), 1
+    else:
+        lists, nlist = _probe(kmeans, unit, _ANN_NPROBE_CHAMFER), kmeans.k
+    rows, lims = _by_list(lists, nlist)
+    n_members = np.bincount(lists[:, 0], minlength=nlist)
+    best = np.full(n, -np.inf, dtype=np.float32)
+    buf = np.empty(min(chunk_size, n) * int(n_members.max()), dtype=np.float32)
+    for lst in range(nlist):
+        m = int(n_members[lst])
+        if m == 0:
+            continue
+        probing = rows[lims[lst] : lims[lst + 1]]
+        members = unit[probing[:m]]
+        col_best = np.full(m, -np.inf, dtype=np.float32)
+        for q0 in range(0, probing.size, chunk_size):
+            q_rows = probing[q0 : q0 + chunk_size]
+            sims = buf[: q_rows.size * m].reshape(q_rows.size, m)
+            np.matmul(unit[q_rows], members.T, out=sims)
+            diag = np.arange(q0, min(q0 + chunk_size, m))
+            sims[diag - q0, diag] = -np.inf
+            best[q_rows] = np.maximum(best[q_rows], sims.max(axis=1))
+            np.maximum(col_best, sims.max(axis=0), out=col_best)
+        best[probing[:m]] = np.maximum(best[probing[:m]], col_best)
+    left = np.flatnonzero(~np.isfinite(best))
+    for i0 in range(0, left.size, chunk_size):
+        sel = left[i0 : i0 + chunk_size]
+        sims = unit[sel] @ unit.T
+        sims[np.arange(sel.size), sel] = -np.inf
+        best[sel] = sims.max(axis=1)
+    nearest = np.clip(best.astype(np.float64), -1.0, 1.0)
+    return float(1.0 - nearest.mean())
+
+
+def _top_k_ann(real: NDArray[np.float32], gen: NDArray[np.float32], k: int, chunk_size: int) -> float:
+    """:func:`top_k_similarity` of unit rows (``len(real) >= 1``, ``len(gen) >= k``) through an
+    inverted file over the generated rows.
+
+    Each generated row goes into the list of its nearest centroid; each real row probes its
+    ``_ANN_NPROBE_TOPK`` nearest lists. For each list, a float32 matmul of the probing real rows with
+    the list's rows feeds a running top-k heap per real row (faiss ``ResultHeap``); every generated
+    row is in one list, so copies are counted as often as they occur. A real row whose probed lists
+    hold fewer than ``k`` rows is computed exactly.
+    """
+    import faiss
+
+    n_real = real.shape[0]
+    kmeans = _ivf_quantizer(gen)
+    if kmeans is None:
+        g_lists, r_lists = np.zeros((gen.shape[0], 1), dtype=np.int64), np.zeros((n_real, 1), dtype=np.int64)
+        nlist = 1
+    else:
+        g_lists, r_lists, nlist = _probe(kmeans, gen, 1), _probe(kmeans, real, _ANN_NPROBE_TOPK), kmeans.k
+    g_rows, g_lims = _by_list(g_lists, nlist)
+    r_rows, r_lims = _by_list(r_lists, nlist)
+    gen_sorted = gen[g_rows]  # list by list, contiguous
+    heap = faiss.ResultHeap(n_real, k, keep_max=True)
+    buf = np.empty(min(chunk_size, n_real) * int(np.diff(g_lims).max()), dtype=np.float32)
+    for lst in range(nlist):
+        g0, g1 = int(g_lims[lst]), int(g_lims[lst + 1])
+        probing = r_rows[r_lims[lst] : r_lims[lst + 1]]
+        if g0 == g1 or probing.size == 0:
+            continue
+        members, ids = gen_sorted[g0:g1], g_rows[g0:g1].astype(np.int64)
+        for q0 in range(0, probing.size, chunk_size):
+            q_rows = probing[q0 : q0 + chunk_size]
+            sims = buf[: q_rows.size * (g1 - g0)].reshape(q_rows.size, g1 - g0)
+            np.matmul(real[q_rows], members.T, out=sims)
+            heap.add_result_subset(q_rows, sims, ids)  # 1-D ids: the same columns for every row
+    heap.finalize()
+    top = np.clip(heap.D.astype(np.float64), -1.0, 1.0)
+    row_sums = top.sum(axis=1)
+    short = np.flatnonzero((heap.I < 0).any(axis=1))
+    for i0 in range(0, short.size, chunk_size):
+        sel = short[i0 : i0 + chunk_size]
+        row_sums[sel] = _row_top_k_sum(real[sel] @ gen.T, k)
+    return float(row_sums.sum()) / (n_real * k)
+
+
+# --------------------------------------------------------------------------------------------------
 # metrics
 
 
@@ -267,7 +479,7 @@ def remote_clique(emb: ArrayLike) -> float:
     return 1.0 - average_pairwise_similarity(emb)
 
 
-def chamfer_distance(emb: ArrayLike, chunk_size: int = DEFAULT_CHUNK) -> float:
+def chamfer_distance(emb: ArrayLike, chunk_size: int = DEFAULT_CHUNK, method: Method = "auto") -> float:
     """Chamfer distance (Li et al., 2023): mean over points of the cosine distance to the nearest other point.
 
     ``CD = (1/N) Σ_i min_{j≠i} (1 - u_i·u_j) = 1 - (1/N) Σ_i max_{j≠i} u_i·u_j`` over the ``N``
@@ -278,12 +490,23 @@ def chamfer_distance(emb: ArrayLike, chunk_size: int = DEFAULT_CHUNK) -> float:
     similarity: block ``[i0, i1)`` is multiplied only with the rows ``[i0, N)``, and the block's row
     maxima update rows ``[i0, i1)`` while its column maxima update rows ``[i0, N)`` (the diagonal is
     masked). This is ``≈ N²d`` flops (half the full product) and ``chunk_size · N`` float32 of memory.
+
+    ``method``: ``"exact"`` is the computation above; ``"ann"`` compares each point only with the
+    points of the inverted-file lists it probes and with the points that probe its own list (faiss
+    k-means into ``~sqrt(N)`` lists, see :func:`_chamfer_ann`), by the same float32 matmuls, so it can
+    only miss a nearest neighbour and the result can only be higher than the exact one (about 0.5%
+    relative on ~100k real sentence embeddings; about ``16 / sqrt(N)`` of all pairs are computed);
+    ``"auto"`` (default) is ``"ann"`` when ``N > ANN_THRESHOLD``, else ``"exact"``.
     """
     _check_chunk(chunk_size)
+    _check_method(method)
     unit = _unit_rows32(emb)
     n = unit.shape[0]
     if n < 2:
         return math.nan
+    if _use_ann(method, n):
+        with _faiss_one_thread():
+            return _chamfer_ann(unit, chunk_size)
     best = np.full(n, -np.inf, dtype=np.float32)
     # one buffer for every block: fresh multi-GB arrays per block would page-fault on every chunk
     buf = np.empty(min(chunk_size, n) * n, dtype=np.float32)
@@ -305,6 +528,7 @@ def top_k_similarity(
     generated_emb: ArrayLike,
     k: int = 5,
     chunk_size: int = DEFAULT_CHUNK,
+    method: Method = "auto",
 ) -> float:
     """Top-k similarity (Li et al., 2023): how close the generated set comes to each real text.
 
@@ -315,8 +539,15 @@ def top_k_similarity(
 
     Computed by blocks of ``chunk_size`` real rows (one float32 matmul against all generated rows per
     block, ``chunk_size · G`` float32 of memory), with an exact block-pruned top-k per row.
+
+    ``method``: ``"exact"`` is the computation above; ``"ann"`` takes each real row's ``k`` most
+    similar generated rows among the inverted-file lists (faiss k-means over the generated set) that
+    it probes (see :func:`_top_k_ann`), so the result can only be lower than the exact one;
+    ``"auto"`` (default) is ``"ann"`` when both ``R`` and ``G`` exceed ``ANN_THRESHOLD``, else
+    ``"exact"``.
     """
     _check_chunk(chunk_size)
+    _check_method(method)
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     real = _unit_rows32(real_emb)
@@ -326,6 +557,9 @@ def top_k_similarity(
     n_real, n_gen = real.shape[0], gen.shape[0]
     if n_real == 0 or n_gen < k:
         return math.nan
+    if _use_ann(method, min(n_real, n_gen)):
+        with _faiss_one_thread():
+            return _top_k_ann(real, gen, k, chunk_size)
     total = 0.0
     # one buffer reused by every block (see chamfer_distance)
     buf = np.empty(min(chunk_size, n_real) * n_gen, dtype=np.float32)
@@ -342,6 +576,7 @@ def diversity_report(
     labels: Sequence[Hashable],
     texts: Sequence[str],
     chunk_size: int = DEFAULT_CHUNK,
+    method: Method = "auto",
 ) -> dict[str, Any]:
     """Every diversity number of a labelled set, flat and JSON-serialisable (``nan`` becomes ``None``).
 
@@ -351,6 +586,7 @@ def diversity_report(
     chamfer_distance}}}`` where ``n_embedded`` counts the non-zero embedding rows, ``aps`` is
     :func:`average_pairwise_similarity` over the rows in scope, ``mean_class_aps`` the unweighted
     mean of the defined per-class APS values and ``inter_class_aps`` is :func:`inter_class_aps`.
+    ``method`` is passed to every :func:`chamfer_distance`.
     """
     arr = _as_2d_float(emb)
     n = arr.shape[0]
@@ -372,7 +608,7 @@ def diversity_report(
             "vocabulary_size": vocabulary_size([texts[i] for i in idx]),
             "aps": _nan_to_none(aps),
             "remote_clique": _nan_to_none(1.0 - aps),
-            "chamfer_distance": _nan_to_none(chamfer_distance(sub, chunk_size)),
+            "chamfer_distance": _nan_to_none(chamfer_distance(sub, chunk_size, method)),
         }
     aps_all = average_pairwise_similarity(arr)
     overall = {
@@ -384,6 +620,6 @@ def diversity_report(
         "mean_class_aps": _nan_to_none(float(np.mean(class_aps)) if class_aps else math.nan),
         "inter_class_aps": _nan_to_none(inter_class_aps(arr, labels)),
         "remote_clique": _nan_to_none(1.0 - aps_all),
-        "chamfer_distance": _nan_to_none(chamfer_distance(arr, chunk_size)),
+        "chamfer_distance": _nan_to_none(chamfer_distance(arr, chunk_size, method)),
     }
     return {"overall": overall, "per_class": per_class}
