@@ -366,3 +366,18 @@ def test_migrate_an_old_single_file_store(tmp_path: Path) -> None:
 def test_a_password_in_the_store_url_is_refused() -> None:
     with pytest.raises(StoreError, match="PGPASSWORD"):
         Store("postgres:host=127.0.0.1 dbname=lake password=hunter2")
+
+
+def test_a_run_compacts_once_enough_snapshots_pile_up(db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from factory.store import housekeeping
+
+    with Store(db) as store:
+        assert housekeeping.maybe_compact(store) is None  # a fresh store: nothing to do
+        for start in range(0, 100, 20):
+            store.save_completions(_records(range(start, start + 20)))
+            store.publish()
+        monkeypatch.setattr(housekeeping, "AUTO_COMPACT_SNAPSHOTS", 5)
+        files = data_files(store)
+        done = housekeeping.maybe_compact(store)
+        assert done is not None and done.files_after < files
+        assert store.sample_count(TINY.hash) == 100

@@ -21,6 +21,7 @@ from factory.generation.prompts import PromptRenderer
 from factory.quality.refusal import is_refusal
 from factory.spec import Spec
 from factory.store import SampleRecord, Store
+from factory.store.housekeeping import maybe_compact
 
 PREFETCH_CHUNK = 2000  # cache lookups per query while streaming the plan
 
@@ -138,4 +139,5 @@ def generation_stage(plan: Plan, store: Store, endpoints: EndpointProvider, show
     status = "budget_stopped" if report.stopped else "done"
     store.set_run_cached(run_id, report.cached)
     store.finish_run(run_id, status, report.stopped or "")
+    maybe_compact(store)  # a long top-up schedule must not grow the store's files without bound
     return RunResult(run_id, status, report)

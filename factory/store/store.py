@@ -22,7 +22,6 @@ from typing import Any, TypeVar
 import duckdb
 
 from factory.spec import Spec
-from factory.store.housekeeping import maybe_compact
 from factory.store.journal import Journal, recover
 from factory.store.lake import SHARED, StoreError, StoreLocation, attach, retrying
 from factory.store.schema import (SCHEMA, SCHEMA_VERSION, UNIQUE_KEYS, Record, _arrow_records,
@@ -239,7 +238,6 @@ class Store:
         )
         if status in ("done", "budget_stopped"):
             self.record_version(run_id)
-            maybe_compact(self)
 
     def set_run_cached(self, run_id: str, cached: int) -> None:
         self._exec("UPDATE runs SET cached = ? WHERE run_id = ?", [cached, run_id])
