@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from factory.attributes.listparse import parse_yes_no
@@ -60,7 +60,9 @@ async def class_agnostic_filter(elicitor: Elicitor, dimension: str, values: dict
     dropped = {(d.class_name, d.value) for d in decisions if d.dropped}
     kept = {c: [v for v in vs if (c, v) not in dropped] for c, vs in values.items()}
     for c, vs in kept.items():
-        if not vs:  # never leave a class without values: keep them all, and say so
+        if not vs:  # never leave a class without values: keep them all, and say so (in the decisions too)
             log.warning("CAF would drop every %s value of %r; keeping them", dimension, c)
             kept[c] = values[c]
+            decisions = [replace(d, dropped=False, reason=f"kept: CAF would drop every value of the class; {d.reason}")
+                         if d.class_name == c else d for d in decisions]
     return kept, decisions
