@@ -383,7 +383,7 @@ def test_factory_classifier_asset_runs_its_job_on_the_cluster(
                        "KUBECONFIG": launcher_kubeconfig}.items():
         monkeypatch.setenv(key, value)
     resources = with_io(resources_from_env(
-        specs=SpecCatalog(specs_dir=str(specs_dir)), store=StoreResource(db_path=str(db)),
+        specs=SpecCatalog(specs_dir=str(specs_dir)), store=StoreResource(location=str(db)),
         options=RunOptions(export_dir=str(data_dir / "exports")), train_runner=KubernetesTrainRunner()))
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions(SPECS.name, ["k8s-tier"])
