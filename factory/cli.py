@@ -352,13 +352,14 @@ def migrate(old: Annotated[Path, typer.Argument(help="a single-file store (facto
     """Copy an old single-file store into the shared store, verified by row counts."""
     from factory.store.migrate import MigrationError, migrate as migrate_store
 
+    location = _location(db)
     try:
-        counts = migrate_store(old, _location(db))
+        counts = migrate_store(old, location)
     except (MigrationError, StoreError) as exc:
         raise _fail(exc) from None
     for table, n in counts.items():
         console.print(f"{table}: {n} rows", highlight=False)
-    console.print(f"[green]migrated[/green] {old} into {_location(db)}", highlight=False)
+    console.print(f"[green]migrated[/green] {old} into {location}", highlight=False)
 
 
 def _show_versions(spec: str, db: str | None) -> None:

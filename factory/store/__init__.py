@@ -15,10 +15,4 @@ from factory.store.schema import SCHEMA_VERSION, PromptRecord, Record, RequestRe
 from factory.store.store import REVIEW_DECISIONS, CachedRequest, Store, now
 
 __all__ = ["DEFAULT_STORE", "REVIEW_DECISIONS", "SCHEMA_VERSION", "CachedRequest", "Lease", "LeaseHeld",
-           "PromptRecord", "Record", "RequestRecord", "SampleRecord", "Store", "StoreError", "StoreLocation", "now",
-           "default_location"]
-
-
-def default_location() -> StoreLocation:
-    """The store named by ``$FACTORY_STORE`` / ``$FACTORY_DB``, else ``./factory-store``."""
-    return StoreLocation.parse(None)
+           "PromptRecord", "Record", "RequestRecord", "SampleRecord", "Store", "StoreError", "StoreLocation", "now"]

@@ -17,17 +17,14 @@ from pathlib import Path
 
 import duckdb
 
-from factory.store.schema import JOURNALED, UNIQUE_KEYS, journal_schema
+from factory.store.lake import cursor
+from factory.store.schema import JOURNALED, journal_schema, key_match
 
 PUBLISH_INTERVAL_S = 2.0
 _OWN: set[str] = set()  # this process's open journals (a file lock does not exclude its own process)
 _OWN_LOCK = threading.Lock()
 
 Writer = Callable[[Callable[[duckdb.DuckDBPyConnection], None], duckdb.DuckDBPyConnection], None]
-
-
-def _key_match(table: str, outer: str, inner: str) -> str:
-    return " AND ".join(f"{inner}.{k} = {outer}.{k}" for k in UNIQUE_KEYS[table])
 
 
 def publish_from(con: duckdb.DuckDBPyConnection, schema: str, write: Writer) -> int:
@@ -45,12 +42,12 @@ def publish_from(con: duckdb.DuckDBPyConnection, schema: str, write: Writer) -> 
         for table in JOURNALED:
             added[0] += c.execute(
                 f"INSERT INTO lake.{table} BY NAME SELECT * FROM pending_{table} p WHERE NOT EXISTS"
-                f" (SELECT 1 FROM lake.{table} l WHERE {_key_match(table, 'p', 'l')})").fetchone()[0]
+                f" (SELECT 1 FROM lake.{table} l WHERE {key_match(table, 'p', 'l')})").fetchone()[0]
 
     write(insert, con)
     for table in JOURNALED:
         con.execute(f"DELETE FROM {schema}.{table} j WHERE EXISTS (SELECT 1 FROM pending_{table} p"
-                    f" WHERE {_key_match(table, 'j', 'p')})")
+                    f" WHERE {key_match(table, 'j', 'p')})")
         con.execute(f"DROP TABLE pending_{table}")
     return added[0]
 
@@ -90,10 +87,8 @@ class Journal:
     def publish(self) -> int:
         with self.lock:
             self.dirty = False  # rows journaled from here on mark it again
-            cur = self.con.cursor()
+            cur = cursor(self.con)
             try:
-                cur.execute("USE lake")
-                cur.execute("SET enable_progress_bar = false")
                 return publish_from(cur, self.name, self.write)
             finally:
                 cur.close()

@@ -256,10 +256,7 @@ class _Shared:
                 self.instances[key] = root
             self.users[key] = self.users.get(key, 0) + 1
             self.recent = [k for k in self.recent if k != key] + [key]
-            cur = root.cursor()
-        cur.execute(f"USE {LAKE}")
-        cur.execute("SET enable_progress_bar = false")
-        return cur
+            return cursor(root)
 
     def release(self, location: StoreLocation) -> None:
         key = f"{location.catalog}|{location.data_path}"
@@ -282,6 +279,15 @@ class _Shared:
 
 
 SHARED = _Shared()
+
+
+def cursor(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+    """A connection of its own on ``con``'s instance (for another thread, or a view of its own), the store used
+    by default and no progress bar (a long publish would print one into the run's log)."""
+    cur = con.cursor()
+    cur.execute(f"USE {LAKE}")
+    cur.execute("SET enable_progress_bar = false")
+    return cur
 
 
 @contextmanager

@@ -8,7 +8,7 @@ from pathlib import Path
 import duckdb
 
 from factory.store.lake import StoreLocation
-from factory.store.schema import UNIQUE_KEYS
+from factory.store.schema import UNIQUE_KEYS, key_match
 from factory.store.store import Store
 
 
@@ -52,8 +52,7 @@ def _copy(store: Store, con: duckdb.DuckDBPyConnection) -> dict[str, int]:
             names = ", ".join(f'"{col}"' for col in cols)
             where = ""
             if table in UNIQUE_KEYS:  # a second migrate of the same file adds nothing
-                match = " AND ".join(f"n.{k} = o.{k}" for k in UNIQUE_KEYS[table])
-                where = f" WHERE NOT EXISTS (SELECT 1 FROM lake.{table} n WHERE {match})"
+                where = f" WHERE NOT EXISTS (SELECT 1 FROM lake.{table} n WHERE {key_match(table, 'o', 'n')})"
             c.execute(f"INSERT INTO lake.{table} ({names}) SELECT {names} FROM old_store.{table} o{where}")
 
     store._write(copy)

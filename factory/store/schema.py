@@ -111,6 +111,11 @@ UNIQUE_KEYS: dict[str, tuple[str, ...]] = {
 JOURNALED = ("prompts", "llm_requests", "samples")
 
 
+def key_match(table: str, left: str, right: str) -> str:
+    """The SQL condition that rows ``left`` and ``right`` of ``table`` have the same key."""
+    return " AND ".join(f"{right}.{k} = {left}.{k}" for k in UNIQUE_KEYS[table])
+
+
 def journal_schema() -> str:
     """The journaled tables as a plain DuckDB schema, with their keys (a journal is one process's own file)."""
     statements = []

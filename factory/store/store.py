@@ -23,8 +23,8 @@ import duckdb
 
 from factory.spec import Spec
 from factory.store.journal import Journal, recover
-from factory.store.lake import SHARED, StoreError, StoreLocation, attach, retrying
-from factory.store.schema import (SCHEMA, SCHEMA_VERSION, UNIQUE_KEYS, Record, _arrow_records,
+from factory.store.lake import SHARED, StoreError, StoreLocation, attach, cursor, retrying
+from factory.store.schema import (SCHEMA, SCHEMA_VERSION, UNIQUE_KEYS, Record, _arrow_records, key_match,
                                   _Record)
 
 T = TypeVar("T")
@@ -122,17 +122,14 @@ class Store:
     def close(self) -> None:
         """Publish the journal, close the connection and drop it (a Store kept alive by a traceback holds
         nothing). A journal that cannot be published stays on disk: the next writer publishes it."""
-        con = self.__dict__.pop("con", None)
-        if con is None:
+        if "con" not in self.__dict__:
             return
         try:
             if self._journal is not None:
                 self._journal.close()
         finally:
             self._journal = None
-            con.close()
-            if not self._pinned:
-                SHARED.release(self.location)
+            self._release()
 
     def _release(self) -> None:
         con = self.__dict__.pop("con", None)
@@ -154,10 +151,7 @@ class Store:
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """A connection of its own for another thread (the request writer), the store used by default."""
-        cur = self.con.cursor()
-        cur.execute("USE lake")
-        cur.execute("SET enable_progress_bar = false")
-        return cur
+        return cursor(self.con)
 
     def _write(self, fn: Callable[[duckdb.DuckDBPyConnection], T], con: duckdb.DuckDBPyConnection | None = None,
                token: bool = True) -> T:
@@ -184,6 +178,19 @@ class Store:
                 raise
 
         return retrying(attempt)
+
+    def _with_keys(self, column: str, keys: Sequence[str], query: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+        """``query(cur)`` on a cursor of its own in which the view ``wanted`` holds ``keys`` (as ``column``):
+        bound as an Arrow table, 100k keys take milliseconds; as a list parameter, seconds. No publish first:
+        the caller reads the journal itself where it must."""
+        import pyarrow as pa
+
+        cur = cursor(self.con)  # views are per connection: another thread may look up keys at the same time
+        try:
+            cur.register("wanted", pa.table({column: pa.array(list(keys), pa.string())}))
+            return retrying(lambda: query(cur))
+        finally:
+            cur.close()
 
     def _exec(self, sql: str, params: Sequence[Any] | None = None) -> None:
         """One write statement in its own transaction."""
@@ -289,20 +296,12 @@ class Store:
         """The completed requests among ``keys``, in the lake or this process's journal (one query)."""
         if not keys:
             return {}
-        import pyarrow as pa
-
-        wanted = f"_keys_{uuid.uuid4().hex[:8]}"  # the keys as an Arrow table: a list parameter costs ~100x more
         select = ("SELECT request_key, choices, prompt_tokens, completion_tokens, cost_usd FROM {}.llm_requests"
-                  f" WHERE request_key IN (SELECT request_key FROM {wanted})")
+                  " WHERE request_key IN (SELECT request_key FROM wanted)")
         sql = select.format("lake")
         if self._journal is not None:
             sql += " UNION ALL " + select.format(self._journal.name)
-        cur = self.con.cursor()  # a view of its own: another thread may look up keys at the same time
-        try:
-            cur.register(wanted, pa.table({"request_key": pa.array(list(keys), pa.string())}))
-            rows = retrying(lambda: cur.execute(sql).fetchall())  # no publish: the journal is read directly
-        finally:
-            cur.close()
+        rows = self._with_keys("request_key", keys, lambda cur: cur.execute(sql).fetchall())
         return {r[0]: CachedRequest(r[0], json.loads(r[1]), r[2], r[3], r[4]) for r in rows}
 
     def save_completions(self, records: Iterable[Record], cursor: duckdb.DuckDBPyConnection | None = None) -> None:
@@ -386,10 +385,9 @@ class Store:
         select = f"SELECT {columns} FROM {name} d"
         journaled = table.startswith("journal_")
         if or_ignore and not journaled:
-            keys = UNIQUE_KEYS[table]
-            match = " AND ".join(f"t.{k} = d.{k}" for k in keys)
-            select += (f" WHERE NOT EXISTS (SELECT 1 FROM {table} t WHERE {match})"
-                       f" QUALIFY row_number() OVER (PARTITION BY {', '.join(f'd.{k}' for k in keys)}) = 1")
+            keys = ", ".join(f"d.{k}" for k in UNIQUE_KEYS[table])
+            select += (f" WHERE NOT EXISTS (SELECT 1 FROM {table} t WHERE {key_match(table, 'd', 't')})"
+                       f" QUALIFY row_number() OVER (PARTITION BY {keys}) = 1")
         con.register(name, data)
         try:
             con.execute(f"INSERT {'OR IGNORE ' if or_ignore and journaled else ''}INTO {target}"
@@ -481,17 +479,9 @@ class Store:
 
         if not text_hashes:
             return {}
-        import pyarrow as pa
-
-        wanted = f"_hashes_{uuid.uuid4().hex[:8]}"
-        cur = self.con.cursor()
-        try:
-            cur.register(wanted, pa.table({"text_hash": pa.array(list(text_hashes), pa.string())}))
-            found = retrying(lambda: cur.execute(
-                f"SELECT text_hash, vector FROM lake.embeddings WHERE model = ? AND text_hash IN"
-                f" (SELECT text_hash FROM {wanted})", [model]).fetchnumpy())
-        finally:
-            cur.close()
+        found = self._with_keys("text_hash", text_hashes, lambda cur: cur.execute(
+            "SELECT text_hash, vector FROM embeddings WHERE model = ? AND text_hash IN (SELECT text_hash FROM wanted)",
+            [model]).fetchnumpy())
         if not len(found["text_hash"]):
             return {}
         vectors = np.stack(list(found["vector"])).astype(np.float32, copy=False)
