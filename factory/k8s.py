@@ -109,6 +109,7 @@ class K8sSettings:
     data: DataVolume | None = None
     api_key_secret: tuple[str, str] | None = None
     api_key_env: str = DEFAULT_API_KEY_ENV
+    store_password_secret: tuple[str, str] | None = None  # the store's PGPASSWORD, for jobs that read the store
     env: Mapping[str, str] = field(default_factory=dict)
     kubeconfig: str | None = None
     in_cluster: bool = False
@@ -123,7 +124,8 @@ class K8sSettings:
         FACTORY_NODE_SELECTOR (JSON object), FACTORY_TOLERATIONS (JSON list), FACTORY_DATA_PVC or
         FACTORY_DATA_HOST_PATH, FACTORY_DATA_MOUNT (default /data), FACTORY_DATA_LOCAL_ROOT,
         FACTORY_API_KEY_SECRET ("secret-name" or "secret-name:key"; key defaults to api-key),
-        FACTORY_API_KEY_ENV, FACTORY_JOB_ENV (JSON object of plain variables, e.g. OPENAI_BASE_URL),
+        FACTORY_API_KEY_ENV, FACTORY_STORE_PASSWORD_SECRET ("secret-name:key": the store's PGPASSWORD for
+        jobs that read the store), FACTORY_JOB_ENV (JSON object of plain variables, e.g. OPENAI_BASE_URL),
         KUBECONFIG, and in-cluster config when KUBERNETES_SERVICE_HOST is set and KUBECONFIG is not.
         """
         env = os.environ if environ is None else environ
@@ -135,10 +137,7 @@ class K8sSettings:
         elif env.get("FACTORY_DATA_HOST_PATH"):
             data = DataVolume(host_path=env["FACTORY_DATA_HOST_PATH"], mount_path=mount,
                               local_root=env.get("FACTORY_DATA_LOCAL_ROOT") or env["FACTORY_DATA_HOST_PATH"])
-        secret = None
-        if env.get("FACTORY_API_KEY_SECRET"):
-            name, _, key = env["FACTORY_API_KEY_SECRET"].partition(":")
-            secret = (name, key or "api-key")
+        secret = _secret_ref(env.get("FACTORY_API_KEY_SECRET"), "api-key")
         kubeconfig = env.get("KUBECONFIG") or None
         return cls(
             namespace=env.get("FACTORY_NAMESPACE") or "default",
@@ -150,6 +149,7 @@ class K8sSettings:
             data=data,
             api_key_secret=secret,
             api_key_env=env.get("FACTORY_API_KEY_ENV") or DEFAULT_API_KEY_ENV,
+            store_password_secret=_secret_ref(env.get("FACTORY_STORE_PASSWORD_SECRET"), "password"),
             env=json.loads(env.get("FACTORY_JOB_ENV") or "{}"),
             kubeconfig=kubeconfig,
             in_cluster=kubeconfig is None and bool(env.get("KUBERNETES_SERVICE_HOST")),
@@ -157,6 +157,19 @@ class K8sSettings:
 
     def with_(self, **changes: Any) -> K8sSettings:
         return replace(self, **changes)
+
+
+def _secret_ref(value: str | None, default_key: str) -> tuple[str, str] | None:
+    """``"secret-name"`` or ``"secret-name:key"`` as (name, key)."""
+    if not value:
+        return None
+    name, _, key = value.partition(":")
+    return name, key or default_key
+
+
+def label_value(text: str) -> str:
+    """``text`` as a valid label value (63 characters of [A-Za-z0-9._-], alphanumeric at both ends)."""
+    return re.sub(r"[^A-Za-z0-9._-]", "-", text)[:63].strip("-._") or "x"
 
 
 def resources(training: TrainingSpec) -> dict[str, dict[str, str]]:
@@ -178,6 +191,7 @@ def pod_spec(
     api_key_secret: tuple[str, str] | None = None,
     api_key_env: str = DEFAULT_API_KEY_ENV,
     env: Mapping[str, str] | None = None,
+    secret_env: Mapping[str, tuple[str, str]] | None = None,
     command: Sequence[str] | None = None,
     image_pull_policy: str = "IfNotPresent",
     container_name: str = CONTAINER_NAME,
@@ -188,7 +202,7 @@ def pod_spec(
     The image is ``image``, else the spec's ``training.image``, else :data:`DEFAULT_IMAGE`. A namespace is
     not part of a PodSpec: it goes on the Pod/Job (``job_manifest``) or to ``PipesK8sClient.run``.
     ``api_key_secret`` is ``(secret name, key)``: the key reaches the pod as a ``secretKeyRef``, never as a
-    value. GPU jobs get ``nvidia.com/gpu`` requests/limits and, unless ``tolerations`` is given, the
+    value; so does every ``secret_env`` variable (name -> (secret name, key)). GPU jobs get ``nvidia.com/gpu`` requests/limits and, unless ``tolerations`` is given, the
     usual ``nvidia.com/gpu`` NoSchedule toleration.
     """
     if not _ENV_NAME.match(api_key_env):
@@ -202,14 +216,13 @@ def pod_spec(
             f"{api_key_env} must not be passed as a plain value: give api_key_secret=(secret, key) instead"
         )
     env_list: list[dict[str, Any]] = [{"name": k, "value": str(v)} for k, v in plain.items()]
-    if api_key_secret is not None:
-        secret_name, secret_key = api_key_secret
+    secrets = {**(secret_env or {}), **({api_key_env: api_key_secret} if api_key_secret is not None else {})}
+    for name, (secret_name, secret_key) in secrets.items():
         if not secret_name or not secret_key:
-            raise ValueError("api_key_secret must be (secret name, key)")
-        env_list.append({
-            "name": api_key_env,
-            "valueFrom": {"secretKeyRef": {"name": secret_name, "key": secret_key}},
-        })
+            raise ValueError(f"the Secret of {name} must be (secret name, key)")
+        if name in plain:
+            raise ValueError(f"{name} comes from a Secret: it must not be passed as a plain value too")
+        env_list.append({"name": name, "valueFrom": {"secretKeyRef": {"name": secret_name, "key": secret_key}}})
 
     container: dict[str, Any] = {
         "name": container_name,
@@ -254,6 +267,7 @@ def pod_spec_from_settings(training: TrainingSpec, settings: K8sSettings,
         api_key_secret=settings.api_key_secret,
         api_key_env=settings.api_key_env,
         env=settings.env,
+        secret_env={"PGPASSWORD": settings.store_password_secret} if settings.store_password_secret else None,
         command=command,
         image_pull_policy=settings.image_pull_policy,
     )
@@ -320,6 +334,7 @@ def run_train_job_k8s(
     settings: K8sSettings | None = None,
     extras: Mapping[str, Any] | None = None,
     env: Mapping[str, str] | None = None,
+    labels: Mapping[str, str] | None = None,
     client: Any | None = None,
 ) -> PipesClientCompletedInvocation:
     """Run ``command`` (e.g. ``python -m factory.training.job ...``) in a pod built by :func:`pod_spec`, via Pipes.
@@ -356,7 +371,7 @@ def run_train_job_k8s(
                 command=list(command),
                 namespace=settings.namespace,
                 env=dict(env or {}),
-                base_pod_meta={"labels": {**COMMON_LABELS, INVOCATION_LABEL: invocation}},
+                base_pod_meta={"labels": {**(labels or {}), **COMMON_LABELS, INVOCATION_LABEL: invocation}},
                 base_pod_spec=base_pod_spec,
                 extras=dict(extras or {}),
                 pod_wait_timeout=settings.pod_wait_timeout,

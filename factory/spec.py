@@ -189,6 +189,9 @@ class GenerationSpec(StrictModel):
     max_concurrency: int = Field(default=64, gt=0, le=4096)
     timeout_s: float = Field(default=120.0, gt=0)
     max_retries: int = Field(default=6, ge=0)
+    # split generation into this many parts, each its own Dagster run (pod), all writing to the one store;
+    # how the work is executed, not what is generated: not part of the spec hash
+    shards: int = Field(default=1, ge=1, le=256)
 
     @field_validator("api_key_env")
     @classmethod
@@ -385,7 +388,8 @@ class Spec(StrictModel):
         """A stable content hash: the same meaning gives the same hash, whatever the YAML formatting."""
         # max_samples is a guard that changes nothing generated; leaving it out keeps older specs' hashes, and
         # so does leaving out an elicitation section that sets nothing
-        exclude: dict[str, Any] = {"budget": {"max_samples"}}
+        # (generation.shards only says how the same work is split up)
+        exclude: dict[str, Any] = {"budget": {"max_samples"}, "generation": {"shards"}}
         if self.elicitation == ElicitationSpec():
             exclude["elicitation"] = True
         dumped = self.model_dump(mode="json", exclude=exclude)

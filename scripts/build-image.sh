@@ -73,7 +73,12 @@ else
     --build-arg BASE_IMAGE=localhost/base:bookworm --build-arg OFFLINE=1 \
     --build-arg TORCH_VERSION="$TORCH_VERSION" \
     --label "dev.attrfactory.source-hash=$SRC_HASH" -t "$IMAGE" . >&2
-  # no `podman image prune` here: it would drop the cached deps stage (free space with it by hand)
+  # keep the deps stage (tagged: its cache survives), then drop what earlier builds left (GBs each; the
+  # node's kubelet evicts images under disk pressure)
+  nice -n 10 podman build --network host --pull=never -f Dockerfile --target deps \
+    --build-arg BASE_IMAGE=localhost/base:bookworm --build-arg OFFLINE=1 --build-arg TORCH_VERSION="$TORCH_VERSION" \
+    -t "${IMAGE%:*}-deps:cache" . >/dev/null 2>&1 || true
+  podman image prune -f >/dev/null 2>&1 || true
   rm -f "$TAR"
   podman save --format oci-archive -o "$TAR" "$IMAGE" >&2
   echo "$SRC_HASH" >"$STAMP"

@@ -43,11 +43,15 @@ def free_port() -> int:
 
 
 class PostgresServer:
-    """One PostgreSQL cluster in a temp dir on 127.0.0.1, trust auth for superuser ``factory``."""
+    """One PostgreSQL cluster in a temp dir on 127.0.0.1, trust auth for superuser ``factory`` there. With
+    ``remote=(address, cidr, password)`` it also listens on ``address`` and lets clients from ``cidr`` in with
+    that password (scram-sha-256), e.g. pods on a cluster bridge."""
 
-    def __init__(self, tools: dict[str, str], max_connections: int = 200) -> None:
+    def __init__(self, tools: dict[str, str], max_connections: int = 200,
+                 remote: tuple[str, str, str] | None = None) -> None:
         self.tools = tools
         self.max_connections = max_connections
+        self.remote = remote
         self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="factory-pg-"))
         self.data = self.dir / "data"
@@ -84,14 +88,20 @@ class PostgresServer:
                                 "-E", "UTF8", "--locale=C", "--no-sync")
         if init.returncode:
             raise RuntimeError(f"initdb failed ({init.returncode}):\n{init.stdout}{init.stderr}")
+        listen = "127.0.0.1" + (f",{self.remote[0]}" if self.remote else "")
+        if self.remote:
+            with open(self.data / "pg_hba.conf", "a") as hba:  # the first matching line wins: after the trust lines
+                hba.write(f"\nhost all all {self.remote[1]} scram-sha-256\n")
         with open(self.data / "postgresql.conf", "a") as conf:  # appending keeps the file's owner
-            conf.write(f"\nlisten_addresses = '127.0.0.1'\nport = {self.port}\n"
+            conf.write(f"\nlisten_addresses = '{listen}'\nport = {self.port}\n"
                        f"unix_socket_directories = '{self.dir}'\nmax_connections = {self.max_connections}\n"
                        "fsync = off\n")
         start = self._server_cmd(self.tools["pg_ctl"], "-D", str(self.data), "-l", str(self.log),
                                  "-w", "-t", "60", "start")
         if start.returncode:
             raise RuntimeError(f"pg_ctl start failed ({start.returncode}):\n{start.stdout}{start.stderr}")
+        if self.remote:
+            self.psql(f"ALTER ROLE {USER} PASSWORD '{self.remote[2]}'")
 
     def stop(self) -> None:
         """``pg_ctl -m fast stop`` (if it runs) and remove the temp dir."""

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
-from factory.defs.instance import PARTITION_TAG, ensure_instance_config, instance_config
+from factory.defs.instance import PARTITION_TAG, SHARD_TAG, ensure_instance_config, instance_config
 from factory.generation.llm.server import free_port
 from factory.store import Store
 
@@ -89,8 +89,8 @@ def test_ui_makes_a_temporary_instance_with_one_run_per_partition(tmp_path: Path
         assert isinstance(coordinator, QueuedRunCoordinator)
         queue = coordinator.get_run_queue_config()
         assert queue.max_concurrent_runs == 3
-        assert queue.tag_concurrency_limits == [{"key": PARTITION_TAG, "value": {"applyLimitPerUniqueValue": True},
-                                                 "limit": 1}]
+        assert queue.tag_concurrency_limits == [{"key": tag, "value": {"applyLimitPerUniqueValue": True},
+                                                 "limit": 1} for tag in (PARTITION_TAG, SHARD_TAG)]
 
 
 def test_ui_leaves_a_users_instance_config_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -231,6 +231,16 @@ def _stop_spec_sensor(d: Deployment) -> None:
     assert d.gql(SENSOR, selector=selector)["sensorOrError"]["sensorState"]["status"] == "STOPPED"
 
 
+def _factory_status(d: Deployment) -> str:
+    """``factory status`` as a user runs it next to the deployment (its DAGSTER_HOME, its store)."""
+    env = {**os.environ, "DAGSTER_HOME": str(d.home), "COLUMNS": "200",
+           "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    proc = subprocess.run([sys.executable, "-m", "factory.cli", "status", "--store", str(d.store)], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
 def _run_errors(instance: Any, run_id: str) -> str:
     """The failures a run logged (for the assertion message)."""
     lines = []
@@ -275,8 +285,12 @@ def test_the_daemon_tops_up_three_specs_at_once(llm_server, deployment: Deployme
     status: dict[str, str] = {}
     second: list[str] = []  # the second run's states while the first run of its spec was in progress
     a_seen = None
+    listed = ""  # `factory status` while the runs are in progress
     while time.monotonic() - started < RUN_TIMEOUT_S:
         status = {key: d.client.get_run_status(run_id).value for key, run_id in runs.items()}
+        if not listed and set(status.values()) == {"STARTED"}:
+            listed = _factory_status(d)
+            queued_then = d.client.get_run_status(again).value == "QUEUED"
         if status[KEYS[0]] == "STARTED" and (not second or second[-1] == "QUEUED"):
             a_seen = a_seen or time.monotonic()
             second.append(d.client.get_run_status(again).value)
@@ -291,6 +305,9 @@ def test_the_daemon_tops_up_three_specs_at_once(llm_server, deployment: Deployme
         time.sleep(2)
     elapsed = time.monotonic() - started
     assert second and set(second[:-1]) == {"QUEUED"} and second[-1] == "CANCELED", (second, status)
+    # every spec's run, by spec, and a's second run waiting in the queue behind it
+    assert all(f"{key} " in listed or f"{key}\n" in listed for key in KEYS) and "STARTED" in listed, listed
+    assert ("QUEUED" in listed) == queued_then and "top_up" in listed, listed
 
     failed = {key: _run_errors(instance, runs[key]) for key, s in status.items() if s != "SUCCESS"}
     assert not failed, (f"after {elapsed:.0f} s: {status}\n" + "\n".join(f"--- {k}\n{v}" for k, v in failed.items())

@@ -46,8 +46,11 @@ def test_definitions_load_with_every_stage() -> None:
     assert {"spec", "similar_classes", "attribute_values", "caf_filtered_values", "prompts", "generations",
             "filtered_samples", "embeddings", "diversity_metrics", "classifier", "evaluation", "export"} <= keys
     assert repo.get_sensor_def("spec_sensor") and repo.get_schedule_def("nightly_top_up")
+    assert repo.get_sensor_def("after_shards") and repo.get_schedule_def("nightly_shards")
     for job in ("build_dataset", "top_up"):  # jobs resolve lazily: resolve them here
         assert "generations" in {k.to_user_string() for k in repo.get_job(job).asset_layer.executable_asset_keys}
+    repo.load_all_definitions()  # what a code server does at start: every job, op and name checked
+    assert repo.get_job("generation_shard")
 
 
 @pytest.mark.llm
@@ -124,11 +127,14 @@ def test_sensor_runs_new_and_changed_specs_only(tmp_path: Path) -> None:
     assert not changed.dynamic_partitions_requests
 
 
-def test_nightly_schedule_tops_up_every_partition() -> None:
+def test_nightly_schedule_tops_up_every_partition(tmp_path: Path) -> None:
+    text = (Path(__file__).resolve().parents[1] / "specs" / "example-minimal.yaml").read_text()
+    for key in ("a", "b"):
+        (tmp_path / f"{key}.yaml").write_text(text.replace("name: example-minimal", f"name: {key}"))
     with instance_for_test() as instance:
         instance.add_dynamic_partitions("spec", ["a", "b"])
-        requests = nightly_top_up(build_schedule_context(instance=instance,
-                                                         scheduled_execution_time=datetime(2026, 11, 22, 3)))
+        requests = nightly_top_up(build_schedule_context(instance=instance, resources={
+            "specs": SpecCatalog(specs_dir=str(tmp_path))}, scheduled_execution_time=datetime(2026, 11, 22, 3)))
     assert sorted(r.partition_key for r in requests) == ["a", "b"]
 
 

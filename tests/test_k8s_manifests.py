@@ -150,6 +150,44 @@ def test_pod_spec_api_key_only_as_secret_key_ref() -> None:
     assert {e["name"] for e in spec["containers"][0]["env"] if "valueFrom" in e} == {"MY_KEY"}
 
 
+def test_a_job_that_reads_the_store_gets_its_password_from_the_secret_only() -> None:
+    settings = K8sSettings.from_env({"FACTORY_STORE_PASSWORD_SECRET": "lake-pg:password",
+                                     "FACTORY_DATA_HOST_PATH": "/srv/data"})
+    assert settings.store_password_secret == ("lake-pg", "password")
+    spec = pod_spec_from_settings(_training(), settings)
+    env = {e["name"]: e for e in spec["containers"][0]["env"]}
+    assert env["PGPASSWORD"] == {"name": "PGPASSWORD",
+                                 "valueFrom": {"secretKeyRef": {"name": "lake-pg", "key": "password"}}}
+    assert K8sSettings.from_env({"FACTORY_STORE_PASSWORD_SECRET": "lake-pg"}).store_password_secret == \
+        ("lake-pg", "password")
+    with pytest.raises(ValueError, match="PGPASSWORD comes from a Secret"):
+        pod_spec(_training(), env={"PGPASSWORD": "x"}, secret_env={"PGPASSWORD": ("s", "k")})
+
+
+def test_a_job_pod_reads_the_store_at_the_runs_snapshot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the kubernetes runner hands a job pod: the store (not exported files) and the snapshot; paths as
+    the pod mounts them; a PostgreSQL store's shared data path as plain env (its password is a Secret)."""
+    from factory.defs.runners import StagedJob, pod_inputs
+    from factory.store import StoreLocation
+
+    data = DataVolume(claim_name="data", mount_path="/data", local_root=str(tmp_path))
+    (tmp_path / "store").mkdir()
+    embedded = StagedJob("name: x", None, tmp_path / "test.jsonl", None, snapshot_id=7,
+                         store=StoreLocation.parse(tmp_path / "store"))
+    extras, env = pod_inputs(embedded, data)
+    assert extras["db"] == "/data/store" and extras["snapshot"] == 7 and extras["test_set"] == "/data/test.jsonl"
+    assert "samples" not in extras and env == {}
+    monkeypatch.delenv("FACTORY_JOURNAL_DIR", raising=False)
+    lake = StoreLocation.parse("postgres:host=10.0.0.5 dbname=lake", "/data/lake")
+    extras, env = pod_inputs(StagedJob("name: x", None, tmp_path / "test.jsonl", None, 9, store=lake), data)
+    assert extras["db"] == "postgres:host=10.0.0.5 dbname=lake" and extras["snapshot"] == 9
+    assert env == {"FACTORY_DATA_PATH": "/data/lake/"}
+    exported = StagedJob("name: x", tmp_path / "s.parquet", tmp_path / "test.jsonl", None, 9)
+    assert pod_inputs(exported, data)[0]["samples"] == "/data/s.parquet"
+    with pytest.raises(ValueError, match="not on the data volume"):
+        pod_inputs(StagedJob("name: x", None, Path("/elsewhere/t.jsonl"), None, 9, store=lake), data)
+
+
 def test_pod_spec_refuses_a_literal_key() -> None:
     os.environ.setdefault("OPENAI_API_KEY", SECRET_VALUE)
     with pytest.raises(ValueError, match="api_key_secret"):
@@ -349,6 +387,24 @@ def test_helm_template_existing_claim_and_no_rbac(helm: str, validator: list[str
     pod = deploy["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == "existing"
     assert pod["volumes"][0]["persistentVolumeClaim"]["claimName"] == "shared-data"
+
+
+def test_helm_template_postgres_store(helm: str, validator: list[str], tmp_path: Path) -> None:
+    """A cluster store: the catalog URL, the shared data path, the password from a Secret (for the user code,
+    the runs it launches and, named, for their job pods), never a literal."""
+    text = _run([helm, "template", "rel", str(CHART), "--set", "store.url=postgres:host=10.0.0.5 dbname=lake",
+                 "--set", "store.dataPath=/data/lake", "--set", "store.passwordSecret.name=lake-pg"])
+    _validate(validator, text, tmp_path, "postgres")
+    (deploy,) = _by_kind(_docs(text), "Deployment")
+    env = {e["name"]: e for e in deploy["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["FACTORY_STORE"]["value"] == "postgres:host=10.0.0.5 dbname=lake"
+    assert env["FACTORY_DATA_PATH"]["value"] == "/data/lake"
+    assert env["PGPASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "lake-pg", "key": "password"}
+    assert env["FACTORY_STORE_PASSWORD_SECRET"]["value"] == "lake-pg:password"
+    context = json.loads(env["DAGSTER_CLI_API_GRPC_CONTAINER_CONTEXT"]["value"])["k8s"]
+    run_env = {e["name"]: e for e in context["env"]}
+    assert run_env["PGPASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "lake-pg"  # the run pods' too
+    assert {"FACTORY_STORE", "FACTORY_DATA_PATH", "FACTORY_STORE_PASSWORD_SECRET"} <= set(run_env)
 
 
 def test_helm_values_schema_rejects_wrong_shapes(helm: str) -> None:

@@ -487,3 +487,23 @@ def test_job_under_pipes_in_dagster_materialize(tmp_path: Path, db: Path) -> Non
     results = run_train_job_local(spec_path, db, fractions=[1.0], cwd=ROOT)
     assert results["materialization_metadata"]["macro_f1"] == pytest.approx(results["headline"]["macro_f1"])
     assert rows(db, "SELECT count(*) FROM evaluations") == [(3,)]
+
+
+def test_job_reads_the_store_at_a_snapshot_and_writes_nothing(tmp_path: Path, db: Path) -> None:
+    """A job pod's path: ``--db STORE --snapshot N`` trains on the samples as they were at N, however many were
+    written since, and leaves the evaluations to the run that launched it."""
+    spec_path = write_spec(tmp_path, test_set="test.jsonl")
+    bank_test_set(tmp_path / "test.jsonl")
+    fake_generated_store(db, spec_path, per_class=4)
+    with Store(db) as store:
+        snapshot = store.snapshot_id()
+    fake_generated_store(db, spec_path, per_class=8)  # 12 more samples after the snapshot
+    pinned = run_job(JobOptions(spec=str(spec_path), db=str(db), snapshot=snapshot, fractions=[1.0]))
+    assert pinned["headline"]["n_train"] == 12 and pinned["db_rows_written"] == 0
+    assert rows(db, "SELECT count(*) FROM evaluations") == [(0,)]
+    latest = run_job(JobOptions(spec=str(spec_path), db=str(db), fractions=[1.0]))
+    assert latest["headline"]["n_train"] == 24 and latest["db_rows_written"] == 1
+    from factory.training.job import EvaluationError, options_from
+
+    with pytest.raises(EvaluationError, match="--snapshot needs --db"):
+        options_from(["--spec", str(spec_path), "--samples", "x.parquet", "--snapshot", "3"])

@@ -12,8 +12,9 @@ from typing import Any
 from dagster import Definitions, in_process_executor
 
 from factory.defs.assets import ASSETS, SPECS
-from factory.defs.automation import build_job, nightly_top_up, spec_sensor, top_up_job
+from factory.defs.automation import after_shards, build_job, nightly_shards, nightly_top_up, spec_sensor, top_up_job
 from factory.defs.io import StoreIOManager
+from factory.defs.shards import shard_job
 from factory.defs.resources import resources_from_env
 
 
@@ -24,9 +25,9 @@ def with_io(resources: dict[str, Any]) -> dict[str, Any]:
 
 defs = Definitions(
     assets=ASSETS,
-    jobs=[build_job, top_up_job],
-    sensors=[spec_sensor],
-    schedules=[nightly_top_up],
+    jobs=[build_job, top_up_job, shard_job],
+    sensors=[spec_sensor, after_shards],
+    schedules=[nightly_top_up, nightly_shards],
     resources=with_io(resources_from_env()),
     executor=in_process_executor,  # one DuckDB writer at a time
 )

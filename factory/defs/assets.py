@@ -183,6 +183,21 @@ def quality(context: AssetExecutionContext, spec: Spec, store: StoreResource, ll
         **({"diversity": _chart_md(diversity)} if diversity else {}), "notes": MetadataValue.json(result.notes)})
 
 
+def _pinned_snapshot(s: Spec, store: Store) -> tuple[int, int | None]:
+    """The store's current snapshot (the job trains on exactly this version of the data) and its version."""
+    snapshot = store.snapshot_id()
+    return snapshot, store.version_of_snapshot(s.name, snapshot)
+
+
+def _store_job(s: Spec, store: StoreResource, test_set: Path) -> StagedJob:
+    """A job that reads the samples from the store itself, pinned at the current snapshot."""
+    with store.open() as st:
+        snapshot, version = _pinned_snapshot(s, st)
+        location = st.location
+    return StagedJob(s.text(), None, test_set, s.existing_file(s.evaluation.train_set), snapshot, version,
+                     store=location)
+
+
 def _stage_job(s: Spec, key: str, export_dir: str, store: StoreResource, test_set: Path) -> tuple[StagedJob, int]:
     """Export the kept samples and copy the real test (and train) set into the job's own folder: the job,
     maybe in a pod, sees only this folder, and the spec as text."""
@@ -190,8 +205,7 @@ def _stage_job(s: Spec, key: str, export_dir: str, store: StoreResource, test_se
     work.mkdir(parents=True, exist_ok=True)
     samples, staged_test = work / "samples.parquet", work / f"test{test_set.suffix}"
     with store.open() as st:
-        snapshot = st.snapshot_id()  # the job trains on exactly this version of the data
-        version = st.version_of_snapshot(s.name, snapshot)
+        snapshot, version = _pinned_snapshot(s, st)
     with Store(st.location, snapshot=snapshot) as pinned:
         n = pinned.export_samples(s.hash, samples, "parquet")
     shutil.copyfile(test_set, staged_test)
@@ -216,10 +230,15 @@ def classifier(context: AssetExecutionContext, spec: Spec, store: StoreResource,
     if s.training.runner == "kubernetes" and not isinstance(train_runner, KubernetesTrainRunner):
         raise RuntimeError(f"{s.name}: training.runner is kubernetes, but this deployment runs jobs locally "
                            "(set FACTORY_RUNNER=kubernetes where the cluster is reachable)")
-    job, n = _stage_job(s, context.partition_key, options.export_dir, store, test_set)
+    if train_runner.reads_store:
+        job, n = _store_job(s, store, test_set), None
+    else:
+        job, n = _stage_job(s, context.partition_key, options.export_dir, store, test_set)
     outcome = train_runner.run(context, s, job)
     rows = [dict(r, snapshot_id=job.snapshot_id, dataset_version=job.dataset_version)
             for r in outcome.results["evaluations"]]
+    if n is None:  # what the job trained on at the full budget
+        n = max((r["n_train"] for r in rows if r["train_source"] == "synthetic"), default=0)
     with store.open() as st:
         saved = st.save_evaluations(rows)
     meta = dict(outcome.materialization.metadata or {})

@@ -10,20 +10,27 @@ from typing import Any
 
 import yaml
 
+from factory.defs.tags import PARTITION_TAG, SHARD_TAG
+
+__all__ = ["PARTITION_TAG", "SHARD_TAG", "ensure_instance_config", "instance_config", "tag_concurrency_limits"]
+
 DEFAULT_MAX_CONCURRENT_RUNS = 4
-PARTITION_TAG = "dagster/partition"  # the tag Dagster puts on every run of a partition
+
+
+def tag_concurrency_limits() -> list[dict[str, Any]]:
+    """At most one run per spec partition, and one per shard of a sharded spec (its shards run side by side)."""
+    return [{"key": tag, "value": {"applyLimitPerUniqueValue": True}, "limit": 1}
+            for tag in (PARTITION_TAG, SHARD_TAG)]
 
 
 def instance_config(max_concurrent_runs: int = DEFAULT_MAX_CONCURRENT_RUNS) -> dict[str, Any]:
     """The instance settings: the daemon's queued run coordinator with at most ``max_concurrent_runs`` runs in
     progress, and at most one per value of the ``dagster/partition`` tag (one run per spec at a time; the
-    others wait in the queue rather than on the spec's lease in the store)."""
+    others wait in the queue rather than on the spec's lease in the store) and of the shard tag."""
     return {"run_coordinator": {
         "module": "dagster._core.run_coordinator",
         "class": "QueuedRunCoordinator",
-        "config": {"max_concurrent_runs": max_concurrent_runs,
-                   "tag_concurrency_limits": [{"key": PARTITION_TAG, "value": {"applyLimitPerUniqueValue": True},
-                                               "limit": 1}]}}}
+        "config": {"max_concurrent_runs": max_concurrent_runs, "tag_concurrency_limits": tag_concurrency_limits()}}}
 
 
 def max_concurrent_runs_from_env(env: Mapping[str, str] | None = None) -> int:

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from itertools import islice
 
 from factory.attributes.values import AttributeSet
 from factory.datasets import LabelledText, read_ref
@@ -42,12 +43,30 @@ class Plan:
     spec: Spec
     attrs: AttributeSet
     examples: list[LabelledText] = field(default_factory=list)
+    shard: int = 0  # this plan is units shard, shard + shards, shard + 2*shards, ... of the whole plan
+    shards: int = 1
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.shard < self.shards:
+            raise ValueError(f"shard {self.shard} of {self.shards}: give 0 <= shard < shards")
+
+    def for_shard(self, shard: int) -> Plan:
+        """Part ``shard`` of the spec's ``generation.shards``: every unit whose position in the whole plan is
+        ``shard`` modulo ``shards``. The parts are disjoint and together are exactly the whole plan (same
+        units, same seeds, same request keys)."""
+        return replace(self, shard=shard, shards=self.spec.generation.shards)
 
     @property
     def method(self) -> GenerationMethod:
         return method_for(self.spec)
 
     def __iter__(self) -> Iterator[Planned]:
+        units = self._interleaved()
+        if self.shards == 1:
+            return units
+        return islice(units, self.shard, None, self.shards)
+
+    def _interleaved(self) -> Iterator[Planned]:
         renderer = PromptRenderer(self.spec)
         streams = [self.method.units(self.spec, self.attrs, c, renderer, self.examples)
                    for c in self.spec.class_names]
@@ -64,13 +83,21 @@ class Plan:
     def units_per_class(self) -> int:
         return self.method.units_per_class(self.spec)
 
+    def _share(self, whole: int) -> int:
+        """This shard's part of a count of the whole plan (exact for units, proportional otherwise)."""
+        if self.shards == 1:
+            return whole
+        total_units = self.units_per_class * len(self.spec.classes)
+        mine = len(range(self.shard, total_units, self.shards))
+        return round(whole * mine / total_units) if total_units else 0
+
     @property
     def requests(self) -> int:
-        return self.method.requests_per_class(self.spec) * len(self.spec.classes)
+        return self._share(self.method.requests_per_class(self.spec) * len(self.spec.classes))
 
     @property
     def samples(self) -> int:
-        return self.spec.budget.samples_per_class * len(self.spec.classes)
+        return self._share(self.spec.budget.samples_per_class * len(self.spec.classes))
 
     def combinations(self) -> dict[str, int]:
         return {c: self.method.combinations(self.spec, self.attrs, c) for c in self.spec.class_names}

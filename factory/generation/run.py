@@ -138,6 +138,8 @@ def generation_stage(plan: Plan, store: Store, endpoints: EndpointProvider, show
         raise
     status = "budget_stopped" if report.stopped else "done"
     store.set_run_cached(run_id, report.cached)
-    store.finish_run(run_id, status, report.stopped or "")
+    shard = f"shard {plan.shard + 1} of {plan.shards}" if plan.shards > 1 else ""
+    store.finish_run(run_id, status, "; ".join(filter(None, [shard, report.stopped or ""])),
+                     version=plan.shards == 1)
     maybe_compact(store)  # a long top-up schedule must not grow the store's files without bound
     return RunResult(run_id, status, report)

@@ -90,8 +90,7 @@ class StoreLocation:
         if not data_path:
             raise StoreError("a PostgreSQL catalog needs $FACTORY_DATA_PATH: the folder (a ReadWriteMany volume)"
                              " or s3:// path every process shares for the data files")
-        journals = Path(os.environ.get("FACTORY_JOURNAL_DIR")
-                        or Path(tempfile.gettempdir()) / "attrfactory-journals" / digest(conninfo, data_path)[:12])
+        journals = Path(os.environ.get("FACTORY_JOURNAL_DIR") or _default_journals(conninfo, data_path))
         return cls(f"postgres:{conninfo}", data_path.rstrip("/") + "/", journals)
 
     @classmethod
@@ -106,6 +105,15 @@ class StoreLocation:
                 raise StoreError(f"{path} is a file, not a store folder")
         root = path.resolve()
         return cls(f"sqlite:{root / 'catalog.sqlite'}", f"{root / 'data'}/", root / "journals", root)
+
+
+def _default_journals(conninfo: str, data_path: str) -> Path:
+    """Where a PostgreSQL store's journals go unless ``$FACTORY_JOURNAL_DIR`` says: beside a data path on a
+    shared volume (``<data path>-journals``: a run pod that dies leaves its journal where the next writer,
+    in any pod, publishes it), else (object storage) a temp folder of this machine."""
+    if "://" not in data_path:
+        return Path(data_path.rstrip("/") + "-journals")
+    return Path(tempfile.gettempdir()) / "attrfactory-journals" / digest(conninfo, data_path)[:12]
 
 
 def _is_duckdb_file(path: Path) -> bool:

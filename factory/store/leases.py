@@ -1,6 +1,8 @@
 """Leases: two runs of the same spec never overlap. A run holds its spec's lease in the store while it writes;
 another run of that spec waits for it or is refused with who holds it. A lease expires when its holder stops
-renewing it (``LEASE_TTL_S``), at once where the holder was a process on this host that has died.
+renewing it (``$FACTORY_LEASE_TTL_S``, default ``LEASE_TTL_S``), at once where the holder was a process on
+this host that has died. On a cluster every pod is a host of its own, so a killed run pod's lease frees only
+when it expires: a shorter TTL frees it sooner, at the cost of more frequent renewals.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ if TYPE_CHECKING:
     from factory.store.store import Store
 
 LEASE_TTL_S = 120.0
+MIN_TTL_S = 4.0
 POLL_S = 1.0
 HOST = socket.gethostname()
 
@@ -35,8 +38,17 @@ class LeaseHeld(StoreError):
                          " or run another spec")
 
 
+def lease_ttl_s() -> float:
+    """``$FACTORY_LEASE_TTL_S`` (at least ``MIN_TTL_S``), else ``LEASE_TTL_S``."""
+    raw = os.environ.get("FACTORY_LEASE_TTL_S", "").strip()
+    try:
+        return max(MIN_TTL_S, float(raw)) if raw else LEASE_TTL_S
+    except ValueError:
+        raise StoreError(f"FACTORY_LEASE_TTL_S must be a number of seconds, not {raw!r}") from None
+
+
 def _alive(row: dict[str, Any], at: datetime) -> bool:
-    if row["renewed_at"] < at - timedelta(seconds=LEASE_TTL_S):
+    if row["renewed_at"] < at - timedelta(seconds=lease_ttl_s()):
         return False
     return row["host"] != HOST or _pid_alive(int(row["pid"]))
 
@@ -113,7 +125,7 @@ class Lease:
     def _renew(self) -> None:
         cur = self.store.cursor()
         try:
-            while not self._stop.wait(LEASE_TTL_S / 4):
+            while not self._stop.wait(lease_ttl_s() / 4):
                 try:
                     self.store._write(lambda con: con.execute(
                         "UPDATE leases SET renewed_at = ? WHERE spec_name = ? AND holder = ?",

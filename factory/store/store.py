@@ -226,9 +226,10 @@ class Store:
         )
         return run_id
 
-    def finish_run(self, run_id: str, status: str, message: str = "") -> None:
+    def finish_run(self, run_id: str, status: str, message: str = "", version: bool = True) -> None:
         """Close a run (publishing its journal first); its totals are summed from the samples and requests it
-        produced. A run that ended well leaves a dataset version."""
+        produced. A run that ended well leaves a dataset version (unless ``version`` is false: a shard's run
+        holds part of the data; the run after all shards records the version)."""
         self.publish()
         self._exec(
             """
@@ -243,7 +244,7 @@ class Store:
             WHERE run_id = ?""",
             [status, now(), message, run_id, run_id, run_id, run_id, run_id],
         )
-        if status in ("done", "budget_stopped"):
+        if version and status in ("done", "budget_stopped"):
             self.record_version(run_id)
 
     def set_run_cached(self, run_id: str, cached: int) -> None:

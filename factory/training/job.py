@@ -9,7 +9,10 @@ Inputs (command-line arguments; under Pipes also the *extras* of the same names,
 an argument given on the command line wins over the extra)::
 
     --spec PATH            the dataset spec (extra ``spec``; or extra ``spec_yaml``: the spec's YAML text)
-    --db PATH              the DuckDB store: read the spec's samples from it, write ``evaluations`` rows
+    --db STORE             the store (a folder, or postgres:CONNINFO with $FACTORY_DATA_PATH and $PGPASSWORD):
+                           read the spec's samples from it, write ``evaluations`` rows
+    --snapshot N           read the store as it was at snapshot N (read-only: the rows are reported, not
+                           written; the launching run records them). A job pod reads a run's data this way.
     --samples FILE         exported samples (.parquet/.jsonl from ``factory export``) instead of --db
     --test-set PATH        the real test set (default: the spec's evaluation.test_set)
     --train-set PATH       the real train set for gold / synthetic+gold (default: evaluation.train_set)
@@ -62,7 +65,7 @@ from factory.spec import Spec, SpecError, load_spec, parse_spec
 
 PIPES_CONTEXT_ENV = "DAGSTER_PIPES_CONTEXT"
 PIPES_CONTEXT_ARG = "--dagster-pipes-context"
-EXTRAS = ("spec", "spec_yaml", "db", "samples", "test_set", "train_set", "trainer", "compare", "fractions",
+EXTRAS = ("spec", "spec_yaml", "db", "snapshot", "samples", "test_set", "train_set", "trainer", "compare", "fractions",
           "budget_order", "max_test", "max_train", "seed", "out", "chart", "asset_key", "no_progress")
 
 
@@ -73,6 +76,7 @@ class JobOptions:
     spec: str | None = None
     spec_yaml: str | None = None
     db: str | None = None
+    snapshot: int | None = None
     samples: str | None = None
     test_set: str | None = None
     train_set: str | None = None
@@ -112,7 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
                                             "real test set (also F1 against budget). Runs standalone or under "
                                             "Dagster Pipes (arguments may then come as extras).")
     p.add_argument("--spec", help="the dataset spec (YAML)")
-    p.add_argument("--db", help="the DuckDB store: samples come from it, evaluations rows go to it")
+    p.add_argument("--db", help="the store (folder or postgres:CONNINFO): samples come from it, evaluations go to it")
+    p.add_argument("--snapshot", type=int, help="read the store at this snapshot (read-only; nothing is written)")
     p.add_argument("--samples", help="exported samples (.parquet or .jsonl) instead of reading --db")
     p.add_argument("--test-set", help="the real test set (default: the spec's evaluation.test_set)")
     p.add_argument("--train-set", help="the real train set for gold comparisons (default: evaluation.train_set)")
@@ -146,6 +151,7 @@ def options_from(argv: Sequence[str] | None, extras: Mapping[str, Any] | None = 
 
     opts = JobOptions(
         spec=pick("spec"), spec_yaml=extras.get("spec_yaml"), db=pick("db"), samples=pick("samples"),
+        snapshot=None if pick("snapshot") is None else int(pick("snapshot")),
         test_set=pick("test_set"), train_set=pick("train_set"), trainer=pick("trainer"),
         compare=_split(pick("compare")), fractions=_fractions(pick("fractions")),
         budget_order=pick("budget_order") or "plan", max_test=pick("max_test"), max_train=pick("max_train"),
@@ -157,6 +163,8 @@ def options_from(argv: Sequence[str] | None, extras: Mapping[str, Any] | None = 
         raise EvaluationError("--spec is required (or the Pipes extra 'spec' / 'spec_yaml')")
     if not (opts.db or opts.samples):
         raise EvaluationError("give --db (read the spec's samples from the store) or --samples FILE")
+    if opts.snapshot is not None and not opts.db:
+        raise EvaluationError("--snapshot needs --db (the store to read at that snapshot)")
     return opts
 
 
@@ -204,7 +212,7 @@ def run_job(opts: JobOptions, log: Callable[[str], None] = lambda m: print(m, fi
         if opts.samples:
             pool = pool_from_file(Path(opts.samples), spec)
         else:
-            with Store(opts.db, read_only=True) as store:
+            with Store(opts.db, read_only=True, snapshot=opts.snapshot) as store:
                 pool = pool_from_store(store, spec)
         for w in pool.warnings:
             log(f"warning: {w}")
@@ -213,7 +221,7 @@ def run_job(opts: JobOptions, log: Callable[[str], None] = lambda m: print(m, fi
     rows = run_evaluation(spec, pool, test, config, compare=compare, fractions=fractions, gold=gold,
                           budget_order=opts.budget_order, log=log, job_id=job_id)
     written = 0
-    if opts.db:
+    if opts.db and opts.snapshot is None:
         with Store(opts.db) as store:
             if opts.spec and Path(opts.spec).is_file():
                 store.record_spec(spec, Path(opts.spec).read_text(encoding="utf-8"))
@@ -367,7 +375,7 @@ def train_job_command(python: str | None = None) -> list[str]:
 
 
 def pipes_extras(spec_path: str | Path | None = None, db_path: str | Path | None = None, *,
-                 spec_yaml: str | None = None, samples: str | Path | None = None,
+                 snapshot: int | None = None, spec_yaml: str | None = None, samples: str | Path | None = None,
                  test_set: str | Path | None = None, train_set: str | Path | None = None,
                  trainer: str | None = None, compare: Sequence[str] | None = None,
                  fractions: Sequence[float] | None = None, budget_order: str | None = None,
@@ -376,7 +384,7 @@ def pipes_extras(spec_path: str | Path | None = None, db_path: str | Path | None
                  asset_key: str | None = None) -> dict[str, Any]:
     """The Pipes extras for the job (paths as the job's process will see them); ``None`` values are left
     out, so the spec's own settings apply."""
-    values = {"spec": spec_path, "db": db_path, "spec_yaml": spec_yaml, "samples": samples, "test_set": test_set,
+    values = {"spec": spec_path, "db": db_path, "snapshot": snapshot, "spec_yaml": spec_yaml, "samples": samples, "test_set": test_set,
               "train_set": train_set, "trainer": trainer, "compare": list(compare) if compare else None,
               "fractions": [float(f) for f in fractions] if fractions else None, "budget_order": budget_order,
               "max_test": max_test, "max_train": max_train, "seed": seed, "out": out, "chart": chart,

@@ -355,8 +355,9 @@ def test_factory_classifier_asset_runs_its_job_on_the_cluster(
     cluster: Cluster, image: str, data_dir: Path, launcher_kubeconfig: str, tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The factory's own `classifier` asset with FACTORY_RUNNER=kubernetes: it exports the samples to the
-    data volume, launches the train/eval job as a pod (factory.k8s) and saves the evaluations in DuckDB."""
+    """The factory's own `classifier` asset with FACTORY_RUNNER=kubernetes: it launches the train/eval job as
+    a pod (factory.k8s) that reads the samples from the store (on the data volume) at the asset's snapshot,
+    and saves the evaluations the job reports in the store."""
     import dagster as dg
 
     try:
@@ -376,8 +377,10 @@ def test_factory_classifier_asset_runs_its_job_on_the_cluster(
     spec_path = specs_dir / "k8s-tier.yaml"
     spec_path.write_text((data_dir / "specs" / "k8s-tier.yaml").read_text()
                          + "evaluation:\n  test_set: ../test/k8s-tier.jsonl\n")
-    db = tmp_path / "store"
+    db = data_dir / "asset-store"  # on the data volume: the job pod reads it there
     n = _seed_store(db, spec_path, data_dir)
+    for path in [db, *db.rglob("*")]:
+        path.chmod(0o777 if path.is_dir() else 0o666)  # the image runs as uid 10001
     for key, value in {"FACTORY_NAMESPACE": NAMESPACE, "FACTORY_IMAGE": image, "FACTORY_SERVICE_ACCOUNT": JOB_SA,
                        "FACTORY_DATA_HOST_PATH": str(data_dir), "FACTORY_DATA_MOUNT": MOUNT,
                        "KUBECONFIG": launcher_kubeconfig}.items():

@@ -75,17 +75,18 @@ class LocalServer:
 @contextmanager
 def local_server(port: int | None = None, parallel: int = 4, threads: int | None = None, ctx: int = 8192,
                  alias: str = DEFAULT_ALIAS, ready_timeout_s: float = 60.0,
-                 log_path: Path | None = None) -> Iterator[LocalServer]:
-    """Start llama-server with SmolLM2 on 127.0.0.1, wait for ``/health``, and stop it on exit."""
+                 log_path: Path | None = None, host: str = "127.0.0.1") -> Iterator[LocalServer]:
+    """Start llama-server with SmolLM2 on ``host`` (default 127.0.0.1), wait for ``/health``, and stop it on
+    exit."""
     port = port or free_port()
     threads = threads or max(1, min(os.cpu_count() or 2, 4))
-    cmd = [str(llama_server_binary()), "-m", str(smollm2_gguf()), "--alias", alias, "--host", "127.0.0.1",
+    cmd = [str(llama_server_binary()), "-m", str(smollm2_gguf()), "--alias", alias, "--host", host,
            "--port", str(port), "-c", str(ctx), "-np", str(parallel), "-t", str(threads)]
     log = open(log_path, "wb") if log_path else subprocess.DEVNULL
     process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        _wait_ready(f"http://127.0.0.1:{port}", process, ready_timeout_s)
-        yield LocalServer(f"http://127.0.0.1:{port}/v1", alias, process)
+        _wait_ready(f"http://{host}:{port}", process, ready_timeout_s)
+        yield LocalServer(f"http://{host}:{port}/v1", alias, process)
     finally:
         process.terminate()
         try:

@@ -138,6 +138,8 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
     secretKeyRef:
       name: {{ $.Values.store.passwordSecret.name | quote }}
       key: {{ $.Values.store.passwordSecret.key | quote }}
+- name: FACTORY_STORE_PASSWORD_SECRET
+  value: {{ printf "%s:%s" $.Values.store.passwordSecret.name $.Values.store.passwordSecret.key | quote }}
 {{- end }}
 {{- if $baseUrl }}
 - name: OPENAI_BASE_URL
