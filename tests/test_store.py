@@ -113,3 +113,23 @@ def test_records_are_inserted_by_column_name(db: Path) -> None:
         store.save_completions([_sample(run_id, "s1", "changed"), _sample(run_id, "s3")])
         assert [r[0] for r in store.sql("SELECT text FROM samples ORDER BY sample_id")] == [
             "hello world", "second", "hello world"]
+
+
+def test_an_embedded_store_reads_where_it_is_mounted(tmp_path: Path) -> None:
+    """A job pod mounts the store's folder at another path: its data is its own data/ folder there (a copy
+    or a move reads the same rows, at the same snapshot)."""
+    import shutil
+
+    from factory.store.lake import StoreLocation, attach
+
+    with Store(tmp_path / "here"):
+        pass
+    con = attach(StoreLocation.parse(tmp_path / "here"))
+    con.execute("CREATE TABLE big AS SELECT range AS i FROM range(50000)")  # enough for a Parquet file
+    con.close()
+    with Store(tmp_path / "here") as store:
+        snapshot = store.snapshot_id()
+    assert list((tmp_path / "here" / "data").rglob("*.parquet"))
+    shutil.move(tmp_path / "here", tmp_path / "mounted")
+    with Store(tmp_path / "mounted", snapshot=snapshot) as store:
+        assert store.sql("SELECT count(*), sum(i) FROM big") == [(50000, 1249975000)]

@@ -218,6 +218,8 @@ def attach(location: StoreLocation, read_only: bool = False, snapshot: int | Non
         con.execute("SET enable_progress_bar = false")  # a long publish would print one into the run's log
         con.execute("LOAD ducklake")
         options = [f"DATA_PATH '{_quote(location.data_path)}'"]
+        if location.root is not None:  # an embedded store's data is its own data/ folder, wherever it is mounted
+            options.append("OVERRIDE_DATA_PATH true")
         if snapshot is not None:
             options.append(f"SNAPSHOT_VERSION {int(snapshot)}")
         elif as_of is not None:
