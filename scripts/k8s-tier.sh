@@ -4,7 +4,8 @@
 #   2. helm + kubectl         (../shared/tools/get-helm.sh, cached in ~/.cache/helm-bin)
 #   3. k8s-local.sh up        (~30 s; reused when already up)
 #   4. scripts/build-image.sh (podman, offline wheels; ~5 min, skipped when the sources are unchanged)
-#   5. pytest -m k8s tests/k8s
+#   5. pytest -m k8s tests/k8s  (~6 min: Pipes jobs, the chart, and test_scale.py's whole cluster path:
+#                                 PostgreSQL + model server on the host, daemon/webserver with K8sRunLauncher)
 #   6. k8s-local.sh down      (only if this script brought the cluster up; K8S_KEEP_UP=1 keeps it)
 # Usage: scripts/k8s-tier.sh [pytest args...]      Env: PYTHON, IMAGE, K8S_KEEP_UP=1, FACTORY_K8S_KEEP=1
 set -euo pipefail
