@@ -328,9 +328,7 @@ def show(spec: Annotated[Optional[str], typer.Argument(help="a spec (YAML file o
                           str(row["samples"]), str(row["classes"]), str(row["refusals"]), f"{row['tokens']:,}",
                           f"{row['cost_usd']:.4f}")
         console.print(table)
-        for lease in holders(store):
-            console.print(f"running: {lease['spec_name']} ({lease['holder']}, pid {lease['pid']} on {lease['host']},"
-                          f" since {lease['acquired_at']:%H:%M:%S})", highlight=False)
+        _print_holders(store, "running")
 
 
 @app.command()
@@ -349,7 +347,7 @@ def status(db: DbOpt = None,
             table.add_column(col)
         for line in lines:
             table.add_row(line.spec, line.job, line.shard or "-", line.status,
-                          f"{line.since:%Y-%m-%d %H:%M:%S}" if line.since else "-", line.run_id[:8])
+                          f"{line.since:%Y-%m-%d %H:%M:%S}", line.run_id[:8])
         console.print(table if lines else "no Dagster runs queued or in progress")
     except NoInstance as exc:
         console.print(f"[yellow]skipped[/yellow] the Dagster runs: {escape(str(exc))}", highlight=False)
@@ -358,12 +356,17 @@ def status(db: DbOpt = None,
         console.print(f"no store at {location} yet", highlight=False)
         return
     with _store(db, read_only=True) as store:
-        held = holders(store)
+        if not _print_holders(store, "writing"):
+            console.print("no run is writing to the store", highlight=False)
+
+
+def _print_holders(store: Store, verb: str) -> int:
+    """One line per live lease (who writes which spec, since when); how many there were."""
+    held = holders(store)
     for lease in held:
-        console.print(f"writing: {lease['spec_name']} ({lease['holder']}, pid {lease['pid']} on {lease['host']},"
+        console.print(f"{verb}: {lease['spec_name']} ({lease['holder']}, pid {lease['pid']} on {lease['host']},"
                       f" since {lease['acquired_at']:%H:%M:%S})", highlight=False)
-    if not held:
-        console.print("no run is writing to the store", highlight=False)
+    return len(held)
 
 
 @app.command()

@@ -202,8 +202,8 @@ def pod_spec(
     The image is ``image``, else the spec's ``training.image``, else :data:`DEFAULT_IMAGE`. A namespace is
     not part of a PodSpec: it goes on the Pod/Job (``job_manifest``) or to ``PipesK8sClient.run``.
     ``api_key_secret`` is ``(secret name, key)``: the key reaches the pod as a ``secretKeyRef``, never as a
-    value; so does every ``secret_env`` variable (name -> (secret name, key)). GPU jobs get ``nvidia.com/gpu`` requests/limits and, unless ``tolerations`` is given, the
-    usual ``nvidia.com/gpu`` NoSchedule toleration.
+    value; so does every ``secret_env`` variable (name -> (secret name, key)). GPU jobs get ``nvidia.com/gpu``
+    requests/limits and, unless ``tolerations`` is given, the usual ``nvidia.com/gpu`` NoSchedule toleration.
     """
     if not _ENV_NAME.match(api_key_env):
         raise ValueError(f"api_key_env must be an environment variable NAME, got {api_key_env!r}")

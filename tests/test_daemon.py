@@ -23,6 +23,7 @@ import yaml
 from factory.defs.instance import PARTITION_TAG, SHARD_TAG, ensure_instance_config, instance_config
 from factory.generation.llm.server import free_port
 from factory.store import Store
+from graphql_ops import ADD_PARTITION, SENSOR, STOP_SENSOR, loaded_repository
 
 ROOT = Path(__file__).resolve().parents[1]
 KEYS = ["daemon-a", "daemon-b", "daemon-c"]
@@ -159,7 +160,7 @@ def deployment(tmp_path: Path) -> Iterator[Deployment]:
     try:
         _wait_for(lambda: _answers(f"http://127.0.0.1:{port}/server_info"), 180, "dagster dev did not start", log)
         client = DagsterGraphQLClient("127.0.0.1", port_number=port)
-        location, repository = _wait_for(lambda: _repository(client), 180, "the code location did not load", log)
+        location, repository = _wait_for(lambda: loaded_repository(client), 180, "the code location did not load", log)
         yield Deployment(client, home, specs, store, log, location, repository)
     finally:
         _stop(proc)
@@ -171,12 +172,6 @@ def _answers(url: str) -> bool:
         return True
     except OSError:
         return False
-
-
-def _repository(client: Any) -> tuple[str, str] | None:
-    data = client._execute("{ repositoriesOrError { ... on RepositoryConnection { nodes { name location { name } } } } }")
-    nodes = data["repositoriesOrError"].get("nodes") or []
-    return (nodes[0]["location"]["name"], nodes[0]["name"]) if nodes else None
 
 
 def _wait_for(probe: Any, timeout_s: float, what: str, log: Path) -> Any:
@@ -212,13 +207,6 @@ def _stop(proc: subprocess.Popen) -> None:
             time.sleep(0.5)
 
 
-SENSOR = """query ($selector: SensorSelector!) { sensorOrError(sensorSelector: $selector) {
-  __typename ... on Sensor { id sensorState { id status } } ... on PythonError { message } } }"""
-STOP_SENSOR = """mutation ($id: String!) { stopSensor(id: $id) { __typename
-  ... on StopSensorMutationResult { instigationState { status } } ... on PythonError { message } } }"""
-ADD_PARTITION = """mutation ($repo: RepositorySelector!, $key: String!) {
-  addDynamicPartition(repositorySelector: $repo, partitionsDefName: "spec", partitionKey: $key) {
-    __typename ... on AddDynamicPartitionSuccess { partitionKey } ... on PythonError { message } } }"""
 
 
 def _stop_spec_sensor(d: Deployment) -> None:

@@ -24,7 +24,7 @@ class RunLine:
     status: str
     run_id: str
     shard: str
-    since: datetime | None
+    since: datetime  # started, else created (queued)
 
 
 class NoInstance(RuntimeError):
@@ -67,5 +67,5 @@ def runs_in_flight(instance: Any) -> list[RunLine]:
         started = record.start_time or record.create_timestamp.timestamp()
         lines.append(RunLine(spec=tags.get(SPEC_TAG) or tags.get(PARTITION_TAG) or "-", job=run.job_name,
                              status=run.status.value, run_id=run.run_id, shard=_shard(tags),
-                             since=datetime.fromtimestamp(started, timezone.utc) if started else None))
-    return sorted(lines, key=lambda line: (line.spec, line.since or datetime.min.replace(tzinfo=timezone.utc)))
+                             since=datetime.fromtimestamp(started, timezone.utc)))
+    return sorted(lines, key=lambda line: (line.spec, line.since))

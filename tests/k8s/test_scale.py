@@ -33,6 +33,7 @@ from typing import Any
 import pytest
 import yaml
 
+from graphql_ops import ADD_PARTITION, SENSOR, STOP_SENSOR, loaded_repository
 from postgres import PostgresServer, find_tools
 from .conftest import NODE, ROOT, SHARED_DATA, Cluster, helm_bin
 
@@ -372,7 +373,7 @@ def factory(cluster: Cluster, image: str) -> Iterator[Factory]:
                       "-p", str(port)], env, logs / "webserver.log", home)
         stack.callback(_quietly, _stop, web)
         client = DagsterGraphQLClient("127.0.0.1", port_number=port)
-        location, repository = _wait("the code location (in its pod) to load", lambda: _repository(client), 300)
+        location, repository = _wait("the code location (in its pod) to load", lambda: loaded_repository(client), 300)
         f = Factory(cluster, ns, data, home, store_url, client, location, repository,
                     {k: env[k] for k in ("DAGSTER_HOME", "DAGSTER_PG_PASSWORD", "PGPASSWORD", "FACTORY_DATA_PATH")},
                     logs)
@@ -397,24 +398,11 @@ def factory(cluster: Cluster, image: str) -> Iterator[Factory]:
 Factory.repo = property(lambda self: {"repositoryLocationName": self.location,  # type: ignore[attr-defined]
                                       "repositoryName": self.repository})
 
-ADD_PARTITION = """mutation ($repo: RepositorySelector!, $key: String!) {
-  addDynamicPartition(repositorySelector: $repo, partitionsDefName: "spec", partitionKey: $key) {
-    __typename ... on AddDynamicPartitionSuccess { partitionKey } ... on PythonError { message } } }"""
-SENSOR = """query ($selector: SensorSelector!) { sensorOrError(sensorSelector: $selector) {
-  __typename ... on Sensor { id sensorState { id status } } ... on PythonError { message } } }"""
-STOP_SENSOR = """mutation ($id: String!) { stopSensor(id: $id) { __typename
-  ... on StopSensorMutationResult { instigationState { status } } ... on PythonError { message } } }"""
 SCHEDULE_TICK = """mutation ($selector: ScheduleSelector!, $timestamp: Float) {
   scheduleDryRun(selectorData: $selector, timestamp: $timestamp) { __typename
     ... on DryRunInstigationTick { evaluationResult { runRequests { runKey jobName runConfigYaml tags { key value } }
                                                       skipReason error { message } } }
     ... on PythonError { message } } }"""
-
-
-def _repository(client: Any) -> tuple[str, str] | None:
-    data = client._execute("{ repositoriesOrError { ... on RepositoryConnection { nodes { name location { name } } } } }")
-    nodes = data["repositoriesOrError"].get("nodes") or []
-    return (nodes[0]["location"]["name"], nodes[0]["name"]) if nodes else None
 
 
 def _stop_sensor(f: Factory, name: str) -> None:
