@@ -9,7 +9,7 @@ LLAMA_CMAKE_ARGS = -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DGGML_NAT
 SPEC   ?= specs/example-minimal.yaml
 DEMO_SAMPLES ?= 2
 
-.PHONY: install demo test bench clean k8s-tools image k8s-test
+.PHONY: install demo test bench bench-peers peers-venvs clean k8s-tools image k8s-test
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,24 @@ bench: install
 	$(PY) benchmarks/bench_engine.py
 	$(PY) benchmarks/bench_metrics.py
 	$(PY) benchmarks/bench_store.py
+
+# The peers benchmarks/bench_peers.py runs side by side with the factory, each in a virtualenv of its own
+# (their pins differ from ours); the benchmark itself installs nothing.
+PEERS ?= $(HOME)/.cache/attrfactory/peers
+$(PEERS)/curator/.installed:
+	$(PYTHON) -m venv $(PEERS)/curator
+	$(PEERS)/curator/bin/python -m pip install -q bespokelabs-curator==0.1.31
+	touch $@
+
+$(PEERS)/datadesigner/.installed:
+	$(PYTHON) -m venv $(PEERS)/datadesigner
+	$(PEERS)/datadesigner/bin/python -m pip install -q data-designer==0.9.7
+	touch $@
+
+peers-venvs: $(PEERS)/curator/.installed $(PEERS)/datadesigner/.installed
+
+bench-peers: install peers-venvs
+	$(PY) benchmarks/bench_peers.py
 
 clean:
 	rm -rf $(VENV) factory-store .pytest_cache

@@ -60,6 +60,7 @@ import openai  # noqa: E402
 
 from factory.generation.llm.budget import Budget  # noqa: E402
 from factory.generation.llm.engine import Engine, LLMRequest, RequestWriter  # noqa: E402
+from factory.generation.llm.http import ChatClient  # noqa: E402
 from factory.store import PromptRecord, RequestRecord, Store  # noqa: E402
 from fault_server import spawn  # noqa: E402
 
@@ -105,7 +106,7 @@ class Result:
 
 
 def new_client(base_url: str) -> openai.AsyncOpenAI:
-    # the Engine applies these same options to its client (max_retries=0, its own timeout)
+    # the bare loads: no retries, the Engine's timeout (the Engine itself sends through its own ChatClient)
     return openai.AsyncOpenAI(base_url=base_url, api_key="none", max_retries=0, timeout=120.0)
 
 
@@ -173,7 +174,7 @@ async def engine_run(base_url: str, requests: Iterable[LLMRequest], max_concurre
     db = Path(tempfile.mkstemp(suffix=".duckdb", dir=tmp)[1])
     db.unlink()
     store = Store(db)
-    client = new_client(base_url)
+    client = ChatClient(base_url, "none", 120.0)
     done = [0, 0]  # requests, completion tokens
     trace: list[tuple[int, int, int, int]] = []
 

@@ -292,3 +292,30 @@ def test_the_same_key_twice_at_once_is_paid_once(db: Path) -> None:
         assert server.stats()["total"] == 1 and sent_ == 1 and cached == 1
         assert first.choices == second.choices and second.cached and not first.cached
         assert store.sql("SELECT count(*) FROM llm_requests") == [(1,)]
+
+
+def test_the_writer_batches_a_long_stream_and_flushes_at_once_on_close(db: Path) -> None:
+    """Completions arriving one by one share transactions as a run goes on (the linger doubles), and closing
+    the writer flushes what is queued at once, however long the linger has grown."""
+    import asyncio
+
+    from factory.generation.llm.engine import RequestWriter
+    from factory.store import PromptRecord
+
+    batches: list[int] = []
+
+    async def stream(store: Store) -> float:
+        async with RequestWriter(store, linger_s=0.01, max_linger_s=60.0) as writer:
+            writer.on_written = lambda batch: batches.append(len(batch))
+            for i in range(40):
+                writer.put(PromptRecord(prompt_hash=f"p{i}", method="bench", messages="[]"))
+                await asyncio.sleep(0.01)
+            closing = time.monotonic()
+        return time.monotonic() - closing
+
+    with Store(db) as store:
+        close_s = asyncio.run(stream(store))
+        assert store.sql("SELECT count(*) FROM prompts") == [(40,)]
+    assert sum(batches) == 40
+    assert len(batches) <= 12, batches  # a fixed 10 ms linger would commit ~20-40 times
+    assert close_s < 30, close_s  # the last batch did not wait out the (by now) long linger

@@ -116,7 +116,7 @@ async def generate_async(plan: Plan, store: Store, run_id: str, endpoint: Endpoi
     report = GenerationReport(requested=plan.samples)
     budget = Budget.from_spec(spec.budget, spec.generation.model, store.spend_for_spec(spec.hash))
     async with open_engine(spec.generation, store, endpoint, budget) as engine:
-        with EngineProgress(engine.stats, report.requested, enabled=show_progress) as progress:
+        with store.single_threaded(), EngineProgress(engine.stats, report.requested, enabled=show_progress) as progress:
             generator = Generator(spec, run_id, engine, engine.writer, report, progress.advance)
             await engine.map(_jobs(plan, engine, generator))
     stats = engine.stats
@@ -137,9 +137,8 @@ def generation_stage(plan: Plan, store: Store, endpoints: EndpointProvider, show
         store.finish_run(run_id, "failed", f"{type(exc).__name__}: {exc}"[:2000])
         raise
     status = "budget_stopped" if report.stopped else "done"
-    store.set_run_cached(run_id, report.cached)
     shard = f"shard {plan.shard + 1} of {plan.shards}" if plan.shards > 1 else ""
     store.finish_run(run_id, status, "; ".join(filter(None, [shard, report.stopped or ""])),
-                     version=plan.shards == 1)
+                     version=plan.shards == 1, cached=report.cached)
     maybe_compact(store)  # a long top-up schedule must not grow the store's files without bound
     return RunResult(run_id, status, report)

@@ -20,7 +20,7 @@ import duckdb
 from factory.store.lake import cursor
 from factory.store.schema import JOURNALED, journal_schema, key_match
 
-PUBLISH_INTERVAL_S = 2.0
+PUBLISH_INTERVAL_S = 5.0  # a publish is a lake commit of three tables (~0.1 s of CPU): rare, to leave the cores to generation
 _OWN: set[str] = set()  # this process's open journals (a file lock does not exclude its own process)
 _OWN_LOCK = threading.Lock()
 

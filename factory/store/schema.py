@@ -11,6 +11,8 @@ from datetime import datetime
 from operator import attrgetter
 from typing import Any, ClassVar, Sequence
 
+import pyarrow as pa
+
 SCHEMA_VERSION = 4  # v4: the DuckLake store (dataset_versions, leases, writer_token; evaluations.snapshot_id)
 
 SCHEMA = """
@@ -193,8 +195,6 @@ Record = PromptRecord | RequestRecord | SampleRecord
 
 def _arrow_records(records: Sequence[Any], created: datetime) -> tuple[list[str], Any]:
     """Records of one type (plus ``created_at``) as ``(column names, pyarrow table)``, columns named as fields."""
-    import pyarrow as pa
-
     names = [f.name for f in fields(records[0])]
     values = zip(*map(attrgetter(*names), records))  # every record type has several fields
     columns = [n.rstrip("_") for n in names] + ["created_at"]

@@ -13,13 +13,15 @@ from __future__ import annotations
 import json
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
 import duckdb
+import pyarrow as pa
 
 from factory.spec import Spec
 from factory.store.journal import Journal, recover
@@ -116,6 +118,17 @@ class Store:
     def __enter__(self) -> Store:
         return self
 
+    @contextmanager
+    def single_threaded(self) -> Iterator[None]:
+        """Run this store's queries on one DuckDB thread for the block (generation: its queries are small, and
+        DuckDB's worker threads would only take CPU from a model server that shares the machine)."""
+        threads = self.con.execute("SELECT current_setting('threads')").fetchone()[0]
+        self.con.execute("SET threads = 1")
+        try:
+            yield
+        finally:
+            self.con.execute(f"SET threads = {int(threads)}")
+
     def __exit__(self, *exc: object) -> None:
         self.close()
 
@@ -183,8 +196,6 @@ class Store:
         """``query(cur)`` on a cursor of its own in which the view ``wanted`` holds ``keys`` (as ``column``):
         bound as an Arrow table, 100k keys take milliseconds; as a list parameter, seconds. No publish first:
         the caller reads the journal itself where it must."""
-        import pyarrow as pa
-
         cur = cursor(self.con)  # views are per connection: another thread may look up keys at the same time
         try:
             cur.register("wanted", pa.table({column: pa.array(list(keys), pa.string())}))
@@ -226,29 +237,26 @@ class Store:
         )
         return run_id
 
-    def finish_run(self, run_id: str, status: str, message: str = "", version: bool = True) -> None:
+    def finish_run(self, run_id: str, status: str, message: str = "", version: bool = True,
+                   cached: int | None = None) -> None:
         """Close a run (publishing its journal first); its totals are summed from the samples and requests it
-        produced. A run that ended well leaves a dataset version (unless ``version`` is false: a shard's run
-        holds part of the data; the run after all shards records the version)."""
+        produced, ``cached`` (if given) is how many came from the cache. A run that ended well leaves a dataset
+        version in the same commit (unless ``version`` is false: a shard's run holds part of the data; the run
+        after all shards records the version)."""
         self.publish()
-        self._exec(
-            """
-            UPDATE runs SET status = ?, finished_at = ?, message = ?,
-              requests = (SELECT count(DISTINCT request_key) FROM samples WHERE run_id = ?),
-              prompt_tokens = coalesce((SELECT sum(prompt_tokens) FROM llm_requests r WHERE request_key IN
-                  (SELECT request_key FROM samples WHERE run_id = ?)), 0),
-              completion_tokens = coalesce((SELECT sum(completion_tokens) FROM llm_requests r WHERE request_key IN
-                  (SELECT request_key FROM samples WHERE run_id = ?)), 0),
-              cost_usd = coalesce((SELECT sum(cost_usd) FROM llm_requests r WHERE request_key IN
-                  (SELECT request_key FROM samples WHERE run_id = ?)), 0)
-            WHERE run_id = ?""",
-            [status, now(), message, run_id, run_id, run_id, run_id, run_id],
-        )
-        if version and status in ("done", "budget_stopped"):
-            self.record_version(run_id)
 
-    def set_run_cached(self, run_id: str, cached: int) -> None:
-        self._exec("UPDATE runs SET cached = ? WHERE run_id = ?", [cached, run_id])
+        def close(con: duckdb.DuckDBPyConnection) -> None:
+            totals = con.execute(
+                "SELECT count(*), coalesce(sum(prompt_tokens), 0), coalesce(sum(completion_tokens), 0),"
+                " coalesce(sum(cost_usd), 0) FROM llm_requests"
+                " WHERE request_key IN (SELECT request_key FROM samples WHERE run_id = ?)", [run_id]).fetchone()
+            con.execute("UPDATE runs SET status = ?, finished_at = ?, message = ?, cached = coalesce(?, cached),"
+                        " requests = ?, prompt_tokens = ?, completion_tokens = ?, cost_usd = ? WHERE run_id = ?",
+                        [status, now(), message, cached, *totals, run_id])
+            if version and status in ("done", "budget_stopped"):
+                self._record_version(con, run_id, None)
+
+        self._write(close)
 
     def runs(self, spec_name: str | None = None) -> list[dict[str, Any]]:
         sql = "SELECT * FROM runs" + (" WHERE spec_name = ?" if spec_name else "") + " ORDER BY started_at"
@@ -402,8 +410,6 @@ class Store:
     def replace_filter_decisions(self, spec_hash: str, rows: Sequence[tuple[str, str, bool, str | None]]) -> None:
         """Replace all of a spec's filter decisions by ``rows`` (sample_id, filter, kept, reason), in one
         transaction: a rerun of the filter stage never leaves a mix of old and new decisions."""
-        import pyarrow as pa
-
         data = pa.table({"spec_hash": [spec_hash] * len(rows), "sample_id": [r[0] for r in rows],
                          "filter": [r[1] for r in rows],
                          "kept": pa.array([bool(r[2]) for r in rows], pa.bool_()),
@@ -491,8 +497,6 @@ class Store:
     def save_embeddings(self, model: str, text_hashes: Sequence[str], vectors: Any) -> None:
         """Cache vectors (an ``(n, d)`` array) by text hash and model, in one transaction (existing rows stay)."""
         import numpy as np
-        import pyarrow as pa
-
         arr = np.ascontiguousarray(vectors, dtype=np.float32)
         if len(text_hashes) != arr.shape[0]:
             raise ValueError(f"{len(text_hashes)} hashes for {arr.shape[0]} vectors")
@@ -685,33 +689,33 @@ class Store:
         """Record (or bring up to date) the dataset version a run leaves: the snapshot that holds all it wrote,
         with its sample counts. By ``run_id``, or the newest version of ``spec_hash`` (its filter stage
         re-ran). Returns the version number (None if there is nothing to record)."""
+        return self._write(lambda con: self._record_version(con, run_id, spec_hash))
 
-        def record(con: duckdb.DuckDBPyConnection) -> int | None:
-            if run_id is not None:
-                row = con.execute("SELECT spec_name, spec_hash, run_id FROM runs WHERE run_id = ?", [run_id]).fetchone()
-            else:
-                row = con.execute("SELECT spec_name, spec_hash, run_id FROM dataset_versions WHERE spec_hash = ?"
-                                  " ORDER BY version DESC LIMIT 1", [spec_hash]).fetchone()
-            if row is None:
-                return None
-            name, hash_, run = row
-            snapshot = con.execute("SELECT id FROM lake.current_snapshot()").fetchone()[0]
-            samples, kept = con.execute(
-                "SELECT (SELECT count(*) FROM samples WHERE spec_hash = $1), (SELECT CASE WHEN count(*) > 0 THEN"
-                " count(*) FILTER (WHERE kept) END FROM filter_decisions WHERE spec_hash = $1 AND filter = 'final')",
-                [hash_]).fetchone()
-            existing = con.execute("SELECT version FROM dataset_versions WHERE run_id = ?", [run]).fetchone()
-            if existing is not None:
-                con.execute("UPDATE dataset_versions SET snapshot_id = ?, samples = ?, kept = ?, updated_at = ?"
-                            " WHERE run_id = ?", [snapshot, samples, kept, now(), run])
-                return int(existing[0])
-            version = con.execute("SELECT coalesce(max(version), 0) + 1 FROM dataset_versions WHERE spec_name = ?",
-                                  [name]).fetchone()[0]
-            con.execute("INSERT INTO dataset_versions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        [name, version, hash_, run, snapshot, samples, kept, now(), now()])
-            return int(version)
-
-        return self._write(record)
+    @staticmethod
+    def _record_version(con: duckdb.DuckDBPyConnection, run_id: str | None, spec_hash: str | None) -> int | None:
+        """:meth:`record_version` inside the caller's write transaction."""
+        if run_id is not None:
+            row = con.execute("SELECT spec_name, spec_hash, run_id FROM runs WHERE run_id = ?", [run_id]).fetchone()
+        else:
+            row = con.execute("SELECT spec_name, spec_hash, run_id FROM dataset_versions WHERE spec_hash = ?"
+                              " ORDER BY version DESC LIMIT 1", [spec_hash]).fetchone()
+        if row is None:
+            return None
+        name, hash_, run = row
+        snapshot = con.execute("SELECT id FROM lake.current_snapshot()").fetchone()[0]
+        samples, kept, existing, version = con.execute(
+            "SELECT (SELECT count(*) FROM samples WHERE spec_hash = $1), (SELECT CASE WHEN count(*) > 0 THEN"
+            " count(*) FILTER (WHERE kept) END FROM filter_decisions WHERE spec_hash = $1 AND filter = 'final'),"
+            " (SELECT version FROM dataset_versions WHERE run_id = $2),"
+            " (SELECT coalesce(max(version), 0) + 1 FROM dataset_versions WHERE spec_name = $3)",
+            [hash_, run, name]).fetchone()
+        if existing is not None:
+            con.execute("UPDATE dataset_versions SET snapshot_id = ?, samples = ?, kept = ?, updated_at = ?"
+                        " WHERE run_id = ?", [snapshot, samples, kept, now(), run])
+            return int(existing)
+        con.execute("INSERT INTO dataset_versions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [name, version, hash_, run, snapshot, samples, kept, now(), now()])
+        return int(version)
 
     def versions(self, spec_name: str | None = None) -> list[dict[str, Any]]:
         """Dataset versions (all, or one spec's), oldest first: version, snapshot, time, run, rows."""

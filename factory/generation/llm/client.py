@@ -12,10 +12,9 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import ExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 
-import openai
-
 from factory.generation.llm.budget import Budget
 from factory.generation.llm.engine import Engine, RequestWriter
+from factory.generation.llm.http import ChatClient
 from factory.generation.llm.server import local_server
 from factory.spec import GenerationSpec
 from factory.store import Store
@@ -69,9 +68,9 @@ def open_endpoint(gen: GenerationSpec) -> Iterator[Endpoint]:
 @asynccontextmanager
 async def open_engine(gen: GenerationSpec, store: Store, endpoint: Endpoint, budget: Budget) -> AsyncIterator[Engine]:
     """An engine on ``endpoint`` whose completions are written to ``store``; flushed and closed on exit."""
-    client = openai.AsyncOpenAI(base_url=endpoint.base_url, api_key=endpoint.api_key)
+    client = ChatClient(endpoint.base_url, endpoint.api_key, gen.timeout_s)
     try:
         async with RequestWriter(store) as writer:
-            yield Engine(client, store, writer, budget, gen.max_concurrency, gen.timeout_s, gen.max_retries)
+            yield Engine(client, store, writer, budget, gen.max_concurrency, gen.max_retries)
     finally:
         await client.close()

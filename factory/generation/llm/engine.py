@@ -8,6 +8,7 @@ after ``kill -9``, sends only what is missing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import time
@@ -19,16 +20,14 @@ import openai
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 
 from factory.generation.llm.budget import Budget, BudgetExhausted, cost_usd
+from factory.generation.llm.http import ChatClient, MalformedResponse
 from factory.keys import digest
 from factory.store import CachedRequest, PromptRecord, Record, RequestRecord, Store
 
 Message = dict[str, str]
 OVERLOAD = (openai.RateLimitError, openai.APITimeoutError)
+MAX_LINGER_S = 0.5  # the longest a completion waits to be journaled (what a crash can cost again)
 FATAL = (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError)
-
-
-class MalformedResponse(RuntimeError):
-    """The endpoint answered 200 with a body that is not a usable chat completion."""
 
 
 class FatalEndpointError(RuntimeError):
@@ -160,26 +159,34 @@ class AdaptiveLimiter:
 
 
 class RequestWriter:
-    """Writes completed requests and their samples to DuckDB in a background thread: each transaction takes
-    whatever completed while the previous one ran, plus ``linger_s`` (10 ms) after the first row, so that
-    persistence costs one commit per batch, not per request, and lags a completion by milliseconds."""
+    """Writes completed requests and their samples to DuckDB in a background thread. Each transaction takes
+    whatever completed while the previous one ran, plus a linger after its first row: 10 ms for the first
+    transaction, doubling with each one up to ``max_linger_s`` (0.5 s). A short run's rows are durable at
+    once; a long run pays one commit (~20 ms of CPU) per half second, not one per completion, and leaves the
+    cores to a model server that shares the machine. Closing flushes at once."""
 
-    def __init__(self, store: Store, linger_s: float = 0.01):
+    def __init__(self, store: Store, linger_s: float = 0.01, max_linger_s: float = MAX_LINGER_S):
         self.store = store
         self.linger_s = linger_s
+        self.max_linger_s = max(linger_s, max_linger_s)
         self.cursor = store.cursor()
         self.queue: asyncio.Queue[Record] = asyncio.Queue()
         self.task: asyncio.Task[None] | None = None
         self.written = 0
         self.on_written: Callable[[list[Record]], None] | None = None  # told of each batch once it is durable
+        self._closing = asyncio.Event()
 
     def put(self, record: Record) -> None:
         self.queue.put_nowait(record)
 
     async def _loop(self) -> None:
+        linger = self.linger_s
         while True:
             batch = [await self.queue.get()]
-            await asyncio.sleep(self.linger_s)  # let a few more completions join this transaction
+            if not self._closing.is_set():  # let more completions join this transaction
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._closing.wait(), linger)
+            linger = min(self.max_linger_s, 2 * linger)
             while not self.queue.empty():
                 batch.append(self.queue.get_nowait())
             await self._flush(batch)
@@ -198,6 +205,7 @@ class RequestWriter:
 
     async def __aexit__(self, *exc: object) -> None:
         """Wait until everything queued is written; a write that failed is raised here, not lost in the task."""
+        self._closing.set()
         joined = asyncio.ensure_future(self.queue.join())
         try:
             if self.task is not None:
@@ -213,11 +221,11 @@ class RequestWriter:
 
 
 class Engine:
-    """Sends chat-completion requests through ``openai.AsyncOpenAI``, never paying twice for one key."""
+    """Sends chat-completion requests through a :class:`ChatClient`, never paying twice for one key."""
 
-    def __init__(self, client: openai.AsyncOpenAI, store: Store, writer: RequestWriter, budget: Budget,
-                 max_concurrency: int = 64, timeout_s: float = 120.0, max_retries: int = 6):
-        self.client = client.with_options(max_retries=0, timeout=timeout_s)
+    def __init__(self, client: ChatClient, store: Store, writer: RequestWriter, budget: Budget,
+                 max_concurrency: int = 64, max_retries: int = 6):
+        self.client = client
         self.store = store
         self.writer = writer
         self.budget = budget
@@ -317,8 +325,7 @@ class Engine:
         started = time.monotonic()
         self.stats.sent += 1
         try:
-            response = await self.client.chat.completions.create(
-                model=request.model, messages=request.messages, **request.params)  # type: ignore[arg-type]
+            response = await self.client.create(request.model, request.messages, request.params)
             choices = _choice_texts(response)
         except OVERLOAD:
             self.stats.overloads += 1
@@ -328,11 +335,11 @@ class Engine:
             raise FatalEndpointError(f"{type(exc).__name__}: {exc.message}") from None
         latency = time.monotonic() - started
         self.limiter.on_success(latency)
-        usage = getattr(response, "usage", None)
-        prompt_tokens = getattr(usage, "prompt_tokens", None) or request.prompt_tokens_estimate()
+        usage = response.get("usage") if isinstance(response.get("usage"), dict) else {}
+        prompt_tokens = usage.get("prompt_tokens") or request.prompt_tokens_estimate()
         completion_tokens = _completion_tokens(usage, choices)
         usd = cost_usd(self.budget.price, prompt_tokens, completion_tokens)
-        finish = [c.finish_reason for c in response.choices]
+        finish = [c.get("finish_reason") for c in _by_index(response["choices"])]
         self.writer.put(PromptRecord(prompt_hash=request.prompt_hash, method=request.purpose,
                                      messages=json.dumps(request.messages)))
         self.writer.put(RequestRecord(
@@ -387,30 +394,35 @@ class Engine:
 
 def _retryable(exc: BaseException) -> bool:
     if isinstance(exc, (openai.RateLimitError, openai.APITimeoutError, openai.APIConnectionError,
-                        openai.InternalServerError, MalformedResponse, json.JSONDecodeError,
-                        openai.APIResponseValidationError)):
+                        openai.InternalServerError, MalformedResponse)):
         return True
     return isinstance(exc, openai.APIStatusError) and exc.status_code in (408, 409, 425, 429) or (
         isinstance(exc, openai.APIStatusError) and exc.status_code >= 500)
 
 
-def _choice_texts(response: Any) -> list[str]:
-    choices = getattr(response, "choices", None)
-    if not isinstance(choices, list) or not choices:
+def _by_index(choices: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(choices, key=lambda c: c.get("index") if isinstance(c.get("index"), int) else 0)
+
+
+def _choice_texts(response: dict[str, Any]) -> list[str]:
+    """The text of each choice, in index order (a body without them is malformed, so retried)."""
+    choices = response.get("choices")
+    if not isinstance(choices, list) or not choices or not all(isinstance(c, dict) for c in choices):
         raise MalformedResponse(f"no choices in response: {str(response)[:200]}")
     texts = []
-    for choice in sorted(choices, key=lambda c: getattr(c, "index", 0) or 0):
-        content = getattr(getattr(choice, "message", None), "content", None)
+    for choice in _by_index(choices):
+        message = choice.get("message")
+        content = message.get("content") if isinstance(message, dict) else None
         if not isinstance(content, str):
             raise MalformedResponse("a choice has no text content")
         texts.append(content.strip())
     return texts
 
 
-def _completion_tokens(usage: Any, choices: list[str]) -> int:
+def _completion_tokens(usage: dict[str, Any], choices: list[str]) -> int:
     """Completion tokens as reported; with n > 1 never less than a per-choice estimate, since some
     servers (llama.cpp) report one choice only."""
-    reported = getattr(usage, "completion_tokens", None) or 0
+    reported = usage.get("completion_tokens") or 0
     estimated = sum(estimate_tokens(c) for c in choices)
     if not reported:
         return estimated

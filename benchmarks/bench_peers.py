@@ -1,0 +1,490 @@
+"""attrfactory against its peers, side by side in one run: the same request bodies through each tool.
+
+Usage::
+
+    make bench-peers                      # creates the peers' virtualenvs once, then runs this
+    python benchmarks/bench_peers.py [--quick] [--sections llm,instant] [--rounds 3]
+
+Tools (each run in a fresh process, so no tool inherits another's warm state):
+
+- ``bare``: a bare ``openai.AsyncOpenAI`` loop with an ``asyncio.Semaphore`` of ``--concurrency``;
+- ``attrfactory``: the factory's real run path (``generation_stage``: run row, engine, DuckDB writes of every
+  request and sample, dataset version) into a fresh store;
+- ``curator``: Bespoke Labs Curator (``curator.LLM``, OpenAI backend; ``benchmarks/peers/curator_worker.py``);
+- ``datadesigner``: NVIDIA NeMo DataDesigner (``benchmarks/peers/datadesigner_worker.py``).
+
+The peers are never installed at run time: each is run with the Python of its own virtualenv
+(``--curator-python``/``--datadesigner-python``, default ``~/.cache/attrfactory/peers/<tool>/bin/python``,
+which ``make peers-venvs`` creates), or skipped with the reason. The workload is the factory's own plan of an
+AttrPrompt spec (4 classes, inline attributes, ``max_tokens`` 64, a seed per request): every tool sends those
+exact messages and parameters, which the instant section verifies from the server's record of the bodies.
+
+Sections:
+
+1. ``llm``: the real llama-server with SmolLM2 (``-np 8 -t 2``), jobs of ``--llm-sizes`` requests; completion
+   tokens/s, each tool's ratio to the bare loop of the same round (median over rounds), and client CPU.
+2. ``instant``: an instant OpenAI-protocol responder (separate process), jobs of ``--instant-sizes``: requests/s
+   and client CPU per request, i.e. the per-request overhead of each tool.
+
+Rounds rotate the order of the tools, so drift on a noisy machine falls on every tool alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+PEERS_HOME = Path(os.environ.get("FACTORY_PEERS_HOME", Path.home() / ".cache" / "attrfactory" / "peers"))
+WORKERS = {"curator": ROOT / "benchmarks" / "peers" / "curator_worker.py",
+           "datadesigner": ROOT / "benchmarks" / "peers" / "datadesigner_worker.py"}
+CLASSES = ["sports", "business", "science", "world"]
+BARE_CLIENTS = ["bare", "bare-openai-aiohttp", "bare-chatclient"]  # the last two: the instant section only
+SPEC = """\
+name: bench-peers
+domain: news headline and short summary
+classes: {classes}
+attributes:
+  style:
+    values: [breaking news, analysis, interview, opinion, explainer]
+  length:
+    values: [20, 40]
+    unit: words
+similar_classes:
+  given: {similar}
+generation:
+  method: attrprompt
+  base_url: {base_url}
+  model: {model}
+  max_tokens: {max_tokens}
+  max_concurrency: {concurrency}
+budget:
+  samples_per_class: {per_class}
+  max_requests: {requests}
+filters:
+  near_dup: null
+"""
+
+
+# --------------------------------------------------------------------------------------------------
+# the workload: the factory's plan, as request bodies every tool sends
+
+
+def spec_text(base_url: str, model: str, requests: int, concurrency: int, max_tokens: int) -> str:
+    similar = {c: [o for o in CLASSES if o != c][:1] for c in CLASSES}
+    return SPEC.format(classes=json.dumps(CLASSES), similar=json.dumps(similar), base_url=base_url, model=model,
+                       max_tokens=max_tokens, concurrency=concurrency, per_class=-(-requests // len(CLASSES)),
+                       requests=requests * 2)
+
+
+def planned_requests(spec_path: Path) -> list[dict[str, Any]]:
+    """The messages and parameters of every request the factory's run of ``spec_path`` sends."""
+    from factory.attributes.lock import attribute_set
+    from factory.generation.plan import Plan
+    from factory.spec import load_spec
+
+    spec = load_spec(spec_path)
+    plan = Plan(spec, attribute_set(spec, None))
+    return [{"messages": r.messages, "params": r.params} for r in map(plan.request, plan)]
+
+
+def body_key(model: str, request: dict[str, Any]) -> str:
+    """The fault server's key of a chat body (sha256 of its canonical JSON)."""
+    body = {"model": model, "messages": request["messages"], **request["params"]}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+                          ).hexdigest()
+
+
+# --------------------------------------------------------------------------------------------------
+# workers: one tool, one job, in its own process; each writes a result JSON
+
+
+def _cpu() -> float:
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def worker_bare(args: argparse.Namespace) -> dict[str, Any]:
+    """A semaphore of ``--concurrency`` over one task per request, through one of three clients: ``bare``
+    (``openai.AsyncOpenAI``, its default httpx transport), ``bare-openai-aiohttp`` (``AsyncOpenAI`` on its
+    aiohttp transport) or ``bare-chatclient`` (the factory's own :class:`ChatClient`)."""
+    import openai
+
+    from factory.generation.llm.http import ChatClient
+
+    requests = [json.loads(line) for line in Path(args.requests).read_text().splitlines()]
+
+    async def run() -> tuple[int, int]:
+        if args.worker == "bare-chatclient":
+            chat = ChatClient(args.base_url, "none", 120.0)
+            create, close = (lambda r: chat.create(args.model, r["messages"], r["params"])), chat.close
+        else:
+            extra = {"http_client": openai.DefaultAioHttpClient()} if args.worker == "bare-openai-aiohttp" else {}
+            client = openai.AsyncOpenAI(base_url=args.base_url, api_key="none", max_retries=0, timeout=120.0, **extra)
+
+            async def create(r: dict[str, Any]) -> dict[str, Any]:
+                resp = await client.chat.completions.create(model=args.model, messages=r["messages"], **r["params"])
+                return {"usage": resp.usage.model_dump() if resp.usage else {}}
+
+            close = client.close
+        sem = asyncio.Semaphore(args.concurrency)
+
+        async def one(r: dict[str, Any]) -> tuple[int, int]:
+            async with sem:
+                usage = (await create(r)).get("usage") or {}
+                return usage.get("completion_tokens", 0), usage.get("prompt_tokens", 0)
+
+        try:
+            done = await asyncio.gather(*(one(r) for r in requests))
+        finally:
+            await close()
+        return sum(c for c, _ in done), sum(p for _, p in done)
+
+    t0, c0 = time.perf_counter(), _cpu()
+    completion, prompt = asyncio.run(run())
+    client = "factory ChatClient (aiohttp)" if args.worker == "bare-chatclient" else (
+        f"openai {openai.__version__}" + (" on aiohttp" if args.worker == "bare-openai-aiohttp" else ""))
+    return {"tool": args.worker, "version": client, "n": len(requests), "completion_tokens": completion,
+            "prompt_tokens": prompt, "wall_s": time.perf_counter() - t0, "cpu_s": _cpu() - c0}
+
+
+def _timed(owner: Any, name: str, spent: dict[str, list[float]]) -> None:
+    """Count the calls of ``owner.name`` and the CPU of the calling thread in them (DuckDB's own worker
+    threads are not included: the store runs single-threaded while it generates)."""
+    method = getattr(owner, name)
+
+    def timed(*a: Any, **kw: Any) -> Any:
+        started = time.thread_time()
+        try:
+            return method(*a, **kw)
+        finally:
+            calls = spent.setdefault(name, [0, 0.0])
+            calls[0] += 1
+            calls[1] += time.thread_time() - started
+
+    setattr(owner, name, timed)
+
+
+def _watch_requests(engine_cls: Any, marks: dict[str, float]) -> None:
+    """Record when the first request is sent and the last answer arrives."""
+    send = engine_cls._send_once
+
+    async def watched(*a: Any, **kw: Any) -> Any:
+        marks.setdefault("first_send", time.perf_counter())
+        try:
+            return await send(*a, **kw)
+        finally:
+            marks["last_answer"] = time.perf_counter()
+
+    engine_cls._send_once = watched
+
+
+def worker_factory(args: argparse.Namespace) -> dict[str, Any]:
+    """The factory's run path, with where its time goes: before the first request, after the last answer, and
+    the CPU of its journal commits, publishes and the run's closing commit."""
+    from importlib.metadata import version
+
+    from factory.generation.llm.engine import Engine
+    from factory.store.journal import Journal
+
+    from factory.attributes.lock import attribute_set
+    from factory.generation.llm.client import EndpointProvider
+    from factory.generation.plan import Plan
+    from factory.generation.run import generation_stage
+    from factory.spec import load_spec
+    from factory.store import Store
+
+    spent: dict[str, list[float]] = {}
+    marks: dict[str, float] = {}
+    for owner, name in ((Store, "save_completions"), (Journal, "publish"), (Store, "finish_run")):
+        _timed(owner, name, spent)
+    _watch_requests(Engine, marks)
+    t_setup = time.perf_counter()
+    spec = load_spec(args.spec)
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Store(Path(tmp) / "bench.duckdb")
+        plan = Plan(spec, attribute_set(spec, None))
+        setup = time.perf_counter() - t_setup
+        t0, c0 = time.perf_counter(), _cpu()
+        with EndpointProvider() as endpoints:
+            result = generation_stage(plan, store, endpoints)
+        wall, cpu = time.perf_counter() - t0, _cpu() - c0
+        end = t0 + wall
+        completion, prompt, n = store.con.execute(
+            "SELECT sum(completion_tokens), sum(prompt_tokens), count(*) FROM llm_requests").fetchone()
+        store.close()
+    if result.status != "done" or n != plan.requests:
+        raise SystemExit(f"attrfactory: run {result.status} with {n} of {plan.requests} requests")
+    return {"tool": "attrfactory", "version": version("attrfactory"), "n": n, "completion_tokens": int(completion),
+            "prompt_tokens": int(prompt), "wall_s": wall, "setup_s": setup, "cpu_s": cpu,
+            "before_first_s": marks["first_send"] - t0, "after_last_s": end - marks["last_answer"],
+            "commits": spent["save_completions"][0], "commit_cpu_s": spent["save_completions"][1],
+            "publishes": spent["publish"][0], "publish_cpu_s": spent["publish"][1],
+            "close_cpu_s": spent["finish_run"][1]}
+
+
+def worker_main(args: argparse.Namespace) -> None:
+    result = (worker_factory if args.worker == "attrfactory" else worker_bare)(args)
+    Path(args.out).write_text(json.dumps(result))
+
+
+# --------------------------------------------------------------------------------------------------
+# the orchestrator
+
+
+class Tool:
+    def __init__(self, name: str, python: str | None, script: Path | None, skipped: str | None = None):
+        self.name, self.python, self.script, self.skipped = name, python, script, skipped
+
+    def command(self, job: Job, out: Path) -> list[str]:
+        common = ["--requests", str(job.requests_file), "--base-url", job.base_url, "--model", job.model,
+                  "--concurrency", str(job.concurrency), "--out", str(out)]
+        if self.script is None:  # bare / attrfactory: this script's own workers, in this interpreter
+            return [sys.executable, __file__, "--worker", self.name, "--spec", str(job.spec_file), *common]
+        return [str(self.python), str(self.script), *common]
+
+
+def find_tools(args: argparse.Namespace, clients: bool = False) -> list[Tool]:
+    """The tools of a section (with ``clients``, the two other bare clients too); a peer without its
+    virtualenv is listed as skipped, with the reason."""
+    tools = [Tool("bare", sys.executable, None), Tool("attrfactory", sys.executable, None)]
+    if clients:
+        tools += [Tool(name, sys.executable, None) for name in BARE_CLIENTS[1:]]
+    for name in ("curator", "datadesigner"):
+        given = getattr(args, f"{name}_python")
+        python = Path(given) if given else PEERS_HOME / name / "bin" / "python"
+        if not python.exists():
+            tools.append(Tool(name, None, None, f"no {python} (run 'make peers-venvs' or pass --{name}-python)"))
+        elif not WORKERS[name].exists():
+            tools.append(Tool(name, None, None, f"{WORKERS[name]} is missing"))
+        else:
+            tools.append(Tool(name, str(python), WORKERS[name]))
+    return tools
+
+
+class Job:
+    """One job size on one server: its spec, its request bodies and the files the workers read."""
+
+    def __init__(self, folder: Path, base_url: str, model: str, size: int, concurrency: int, max_tokens: int):
+        self.base_url, self.model, self.concurrency = base_url, model, concurrency
+        self.spec_file = folder / f"spec-{size}.yaml"
+        self.spec_file.write_text(spec_text(base_url, model, size, concurrency, max_tokens))
+        self.requests = planned_requests(self.spec_file)
+        self.requests_file = folder / f"requests-{size}.jsonl"
+        self.requests_file.write_text("".join(json.dumps(r) + "\n" for r in self.requests))
+        self.keys = {body_key(model, r) for r in self.requests}
+
+
+def run_tool(tool: Tool, job: Job, folder: Path, timeout_s: float) -> dict[str, Any]:
+    out = folder / f"result-{tool.name}.json"
+    out.unlink(missing_ok=True)
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "TQDM_DISABLE": "1"}
+    started = time.perf_counter()
+    proc = subprocess.run(tool.command(job, out), capture_output=True, text=True, timeout=timeout_s, env=env)
+    if proc.returncode != 0 or not out.exists():
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        return {"tool": tool.name, "error": f"exit {proc.returncode}: " + " | ".join(tail)}
+    result = json.loads(out.read_text())
+    result["process_s"] = time.perf_counter() - started
+    return result
+
+
+def rotated(tools: list[Tool], k: int) -> list[Tool]:
+    """Round ``k``'s order: rotated by k, reversed on odd rounds, so each tool runs early and late."""
+    order = tools[k % len(tools):] + tools[:k % len(tools)]
+    return order[::-1] if k % 2 else order
+
+
+def _server_stats(base_url: str) -> dict[str, Any]:
+    with urllib.request.urlopen(base_url.removesuffix("/v1") + "/_stats") as r:
+        return json.loads(r.read())
+
+
+def _server_reset(base_url: str) -> None:
+    req = urllib.request.Request(base_url.removesuffix("/v1") + "/_control", data=b'{"reset_stats": true}',
+                                 method="POST", headers={"Content-Type": "application/json"})
+    urllib.request.urlopen(req).read()
+
+
+def measure(section: str, job: Job, tools: list[Tool], rounds: int, folder: Path, instant: bool,
+            timeout_s: float) -> dict[str, list[dict[str, Any]]]:
+    """Every runnable tool, ``rounds`` times in rotating order; with ``instant``, the bodies each tool sent are
+    checked against the plan's."""
+    runnable = [t for t in tools if t.skipped is None]
+    results: dict[str, list[dict[str, Any]]] = {t.name: [] for t in runnable}
+    for k in range(rounds):
+        for tool in rotated(runnable, k):
+            if instant:
+                _server_reset(job.base_url)
+            r = run_tool(tool, job, folder, timeout_s)
+            if instant and "error" not in r:
+                stats = _server_stats(job.base_url)
+                sent = set(stats["sent_by_key"])
+                r["bodies"] = ("identical" if sent == job.keys else
+                               f"{len(sent & job.keys)} of {len(job.keys)} identical, {len(sent - job.keys)} other")
+                r["server_requests"] = stats["total"]
+            r["round"] = k
+            results[tool.name].append(r)
+            print(f"  [{section} {len(job.requests)}] round {k + 1} {tool.name:<13} " + _line(r), flush=True)
+    return results
+
+
+def _line(r: dict[str, Any]) -> str:
+    if "error" in r:
+        return f"FAILED {r['error']}"
+    tokens = r.get("completion_tokens")
+    return (f"{r['wall_s']:7.2f} s  {r['n'] / r['wall_s']:8.1f} req/s"
+            + (f"  {tokens / r['wall_s']:7.1f} tok/s" if tokens else "")
+            + f"  client CPU {r['cpu_s']:.2f} s" + (f"  bodies {r['bodies']}" if "bodies" in r else ""))
+
+
+def summarize(title: str, results: dict[str, list[dict[str, Any]]], tools: list[Tool], metric: str) -> dict[str, float]:
+    """Print the table of one job: medians, and each tool's median per-round ratio to the bare loop."""
+    def value(r: dict[str, Any]) -> float | None:
+        if "error" in r:
+            return None
+        return (r.get("completion_tokens") or 0) / r["wall_s"] if metric == "tok/s" else r["n"] / r["wall_s"]
+
+    bare = {r["round"]: value(r) for r in results.get("bare", [])}
+    ratios: dict[str, float] = {}
+    rows = []
+    for name, rs in results.items():
+        ok = [r for r in rs if "error" not in r]
+        if not ok:
+            rows.append([name, "failed: " + rs[0]["error"][:80], "", "", "", "", ""])
+            continue
+        per_round = [value(r) / bare[r["round"]] for r in ok if bare.get(r["round"])]
+        ratios[name] = statistics.median(per_round) if per_round else float("nan")
+        rows.append([name, ok[0].get("version", "?"), f"{statistics.median(r['wall_s'] for r in ok):.2f}",
+                     f"{statistics.median(value(r) for r in ok):,.1f}",
+                     f"{1e3 * statistics.median(r['cpu_s'] / r['n'] for r in ok):.2f}",
+                     f"{ratios[name]:.3f}", ok[0].get("bodies", "")])
+    for t in tools:
+        if t.skipped:
+            rows.append([t.name, f"skipped: {t.skipped}", "", "", "", "", ""])
+    header = ["tool", "version", "wall s", metric, "CPU ms/req", "x bare", "bodies"]
+    widths = [max(len(str(x[i])) for x in [header, *rows]) for i in range(len(header))]
+    print(f"\n{title}")
+    for row in [header, ["-" * w for w in widths], *rows]:
+        print("  ".join(str(c).ljust(w) if i in (0, 1, 6) else str(c).rjust(w)
+                        for i, (c, w) in enumerate(zip(row, widths))).rstrip())
+    peers = {n: v for n, v in ratios.items() if n in WORKERS}
+    if "attrfactory" in ratios and peers:
+        best = max(peers, key=lambda n: peers[n])
+        print(f"attrfactory / best peer ({best}): {ratios['attrfactory'] / peers[best]:.3f}   [goal >= 1.0]")
+    if "attrfactory" in ratios:
+        print(f"attrfactory / bare loop: {ratios['attrfactory']:.3f}   [goal >= 0.97]")
+        factory_breakdown([r for r in results["attrfactory"] if "error" not in r])
+    return ratios
+
+
+def factory_breakdown(runs: list[dict[str, Any]]) -> None:
+    """Where the factory's time goes beyond the requests (medians over the rounds)."""
+    def m(key: str) -> float:
+        return statistics.median(r[key] for r in runs)
+
+    print(f"attrfactory, median: {m('before_first_s'):.2f} s before the first request, {m('after_last_s'):.2f} s "
+          f"after the last answer (publish, run totals, dataset version); client CPU {m('cpu_s'):.2f} s, of which "
+          f"{m('commits'):.0f} journal commits {m('commit_cpu_s'):.2f} s, {m('publishes'):.0f} publishes "
+          f"{m('publish_cpu_s'):.2f} s, closing the run {m('close_cpu_s'):.2f} s")
+
+
+@contextmanager
+def llm_server(parallel: int, threads: int) -> Iterator[tuple[str, str] | None]:
+    """llama-server's (base_url, model), or None (and the reason printed) where it cannot start."""
+    from factory.generation.llm.server import ServerError, local_server
+
+    try:
+        with local_server(parallel=parallel, threads=threads) as server:
+            yield server.base_url, server.model
+    except ServerError as exc:
+        print(f"skipped: {exc}")
+        yield None
+
+
+def warm_up(base_url: str, model: str) -> None:
+    import openai
+
+    client = openai.OpenAI(base_url=base_url, api_key="none")
+    client.chat.completions.create(model=model, messages=[{"role": "user", "content": "Say hello."}], max_tokens=8)
+    client.close()
+
+
+def section(name: str, args: argparse.Namespace, sizes: list[int], folder: Path, summary: dict[str, Any]) -> None:
+    instant = name == "instant"
+    tools = find_tools(args, clients=instant)
+    if instant:
+        from fault_server import spawn
+
+        server_cm: Any = spawn(latency_s=0.0)
+        what = "instant OpenAI-protocol responder (tests/fault_server.py, separate process)"
+    else:
+        server_cm = llm_server(args.parallel, args.threads)
+        what = f"llama-server with SmolLM2 (-np {args.parallel} -t {args.threads})"
+    print(f"\n=== {name}: {what}; jobs of {', '.join(map(str, sizes))} requests, max_tokens {args.max_tokens}, "
+          f"concurrency {args.concurrency}, {args.rounds} round(s) ===", flush=True)
+    with server_cm as server:
+        if server is None:
+            return
+        base_url, model = (server, "fault-model") if instant else server
+        if not instant:
+            warm_up(base_url, model)
+        for size in sizes:
+            job = Job(folder, base_url, model, size, args.concurrency, args.max_tokens)
+            results = measure(name, job, tools, args.rounds, folder, instant, args.timeout)
+            summary[(name, size)] = summarize(f"{name}, {size} requests: median of {args.rounds} round(s)",
+                                              results, tools, "req/s" if instant else "tok/s")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sections", default="llm,instant")
+    p.add_argument("--llm-sizes", default="48,500")
+    p.add_argument("--instant-sizes", default="48,500,5000")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--concurrency", type=int, default=32)
+    p.add_argument("--max-tokens", type=int, default=64)
+    p.add_argument("--parallel", type=int, default=8, help="llama-server slots (-np)")
+    p.add_argument("--threads", type=int, default=2, help="llama-server threads (-t)")
+    p.add_argument("--timeout", type=float, default=1800.0, help="seconds one tool may take for one job")
+    p.add_argument("--curator-python", default=None)
+    p.add_argument("--datadesigner-python", default=None)
+    p.add_argument("--quick", action="store_true", help="1 round, jobs of 48 (llm) and 48, 500 (instant)")
+    # a worker: one tool, one job (used by the orchestrator)
+    p.add_argument("--worker", choices=["attrfactory", *BARE_CLIENTS], help=argparse.SUPPRESS)
+    for flag in ("--spec", "--requests", "--base-url", "--model", "--out"):
+        p.add_argument(flag, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.worker:
+        args.concurrency = int(args.concurrency)
+        worker_main(args)
+        return
+    if args.quick:
+        args.rounds, args.llm_sizes, args.instant_sizes = 1, "48", "48,500"
+    print(f"python {sys.version.split()[0]} on {os.cpu_count()} cores; tools: "
+          + ", ".join(t.name + (f" (skipped: {t.skipped})" if t.skipped else "") for t in find_tools(args)))
+    summary: dict[Any, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-peers-") as tmp:
+        for name in args.sections.split(","):
+            sizes = [int(s) for s in getattr(args, f"{name}_sizes").split(",") if s]
+            section(name, args, sizes, Path(tmp), summary)
+
+
+if __name__ == "__main__":
+    main()
