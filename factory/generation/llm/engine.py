@@ -26,8 +26,8 @@ from factory.store import CachedRequest, PromptRecord, Record, RequestRecord, St
 
 Message = dict[str, str]
 OVERLOAD = (openai.RateLimitError, openai.APITimeoutError)
-MAX_LINGER_S = 0.5  # the longest a completion waits to be journaled (what a crash can cost again)
 FATAL = (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError)
+MAX_LINGER_S = 0.5  # the longest a completion waits to be journaled (what a crash can cost again)
 
 
 class FatalEndpointError(RuntimeError):
