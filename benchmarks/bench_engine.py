@@ -222,14 +222,15 @@ async def engine_run(base_url: str, requests: Iterable[LLMRequest], max_concurre
 # printing
 
 
-def table(title: str, header: list[str], rows: list[list[Any]]) -> None:
+def table(title: str, header: list[str], rows: list[list[Any]], left: tuple[int, ...] = (0,)) -> None:
+    """Print an aligned table: columns ``left`` left-aligned, the others right-aligned."""
     cells = [[str(h) for h in header]] + [[c if isinstance(c, str) else _fmt(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
     print(f"\n{title}")
     line = "  ".join("-" * w for w in widths)
     print(line)
     for k, r in enumerate(cells):
-        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
+        print("  ".join(c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip())
         if k == 0:
             print(line)
     print(line)
@@ -477,7 +478,6 @@ def writer_ceiling(requests: list[LLMRequest], tmp: Path, batch: int) -> float:
 
     db = tmp / f"writer-{batch}.duckdb"
     store = Store(db)
-    cursor = store.con.cursor()
     try:
         t0 = time.perf_counter()
         for start in range(0, len(requests), batch):
@@ -489,10 +489,9 @@ def writer_ceiling(requests: list[LLMRequest], tmp: Path, batch: int) -> float:
                                   choices=json.dumps(["alpha bravo charlie"]), finish_reasons=json.dumps(["stop"]),
                                   prompt_tokens=12, completion_tokens=4, cost_usd=0.0, latency_s=0.001, attempts=1)
                     for r in chunk]
-            store.save_completions([*prompts, *rows], cursor)
+            store.save_completions([*prompts, *rows])
         wall = time.perf_counter() - t0
     finally:
-        cursor.close()
         store.close()
         db.unlink(missing_ok=True)
     return len(requests) / wall

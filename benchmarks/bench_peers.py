@@ -3,7 +3,7 @@
 Usage::
 
     make bench-peers                      # creates the peers' virtualenvs once, then runs this
-    python benchmarks/bench_peers.py [--quick] [--sections llm,instant] [--rounds 3]
+    python benchmarks/bench_peers.py [--quick] [--sections llm,instant] [--rounds N]
 
 Tools (each run in a fresh process, so no tool inherits another's warm state):
 
@@ -26,7 +26,8 @@ Sections:
 2. ``instant``: an instant OpenAI-protocol responder (separate process), jobs of ``--instant-sizes``: requests/s
    and client CPU per request, i.e. the per-request overhead of each tool.
 
-Rounds rotate the order of the tools, so drift on a noisy machine falls on every tool alike.
+Rounds order the tools by the rows of a Williams square (by default, one round per tool: each runs once in
+every position), so drift on a noisy machine falls on every tool alike.
 """
 
 from __future__ import annotations
@@ -50,6 +51,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "benchmarks" / "peers"))
+
+from bench_engine import table  # noqa: E402
+from worker_cli import cpu_seconds  # noqa: E402 - the CPU clock the peer workers use too
 
 PEERS_HOME = Path(os.environ.get("FACTORY_PEERS_HOME", Path.home() / ".cache" / "attrfactory" / "peers"))
 WORKERS = {"curator": ROOT / "benchmarks" / "peers" / "curator_worker.py",
@@ -115,11 +120,6 @@ def body_key(model: str, request: dict[str, Any]) -> str:
 # workers: one tool, one job, in its own process; each writes a result JSON
 
 
-def _cpu() -> float:
-    t = os.times()
-    return t.user + t.system + t.children_user + t.children_system
-
-
 def worker_bare(args: argparse.Namespace) -> dict[str, Any]:
     """A semaphore of ``--concurrency`` over one task per request, through one of three clients: ``bare``
     (``openai.AsyncOpenAI``, its default httpx transport), ``bare-openai-aiohttp`` (``AsyncOpenAI`` on its
@@ -156,12 +156,12 @@ def worker_bare(args: argparse.Namespace) -> dict[str, Any]:
             await close()
         return sum(c for c, _ in done), sum(p for _, p in done)
 
-    t0, c0 = time.perf_counter(), _cpu()
+    t0, c0 = time.perf_counter(), cpu_seconds()
     completion, prompt = asyncio.run(run())
     client = "factory ChatClient (aiohttp)" if args.worker == "bare-chatclient" else (
         f"openai {openai.__version__}" + (" on aiohttp" if args.worker == "bare-openai-aiohttp" else ""))
     return {"tool": args.worker, "version": client, "n": len(requests), "completion_tokens": completion,
-            "prompt_tokens": prompt, "wall_s": time.perf_counter() - t0, "cpu_s": _cpu() - c0}
+            "prompt_tokens": prompt, "wall_s": time.perf_counter() - t0, "cpu_s": cpu_seconds() - c0}
 
 
 def _timed(owner: Any, name: str, spent: dict[str, list[float]]) -> None:
@@ -221,10 +221,10 @@ def worker_factory(args: argparse.Namespace) -> dict[str, Any]:
         store = Store(Path(tmp) / "bench.duckdb")
         plan = Plan(spec, attribute_set(spec, None))
         setup = time.perf_counter() - t_setup
-        t0, c0 = time.perf_counter(), _cpu()
+        t0, c0 = time.perf_counter(), cpu_seconds()
         with EndpointProvider() as endpoints:
             result = generation_stage(plan, store, endpoints)
-        wall, cpu = time.perf_counter() - t0, _cpu() - c0
+        wall, cpu = time.perf_counter() - t0, cpu_seconds() - c0
         end = t0 + wall
         completion, prompt, n = store.con.execute(
             "SELECT sum(completion_tokens), sum(prompt_tokens), count(*) FROM llm_requests").fetchone()
@@ -306,9 +306,13 @@ def run_tool(tool: Tool, job: Job, folder: Path, timeout_s: float) -> dict[str, 
 
 
 def rotated(tools: list[Tool], k: int) -> list[Tool]:
-    """Round ``k``'s order: rotated by k, reversed on odd rounds, so each tool runs early and late."""
-    order = tools[k % len(tools):] + tools[:k % len(tools)]
-    return order[::-1] if k % 2 else order
+    """Round ``k``'s order, a row of a Williams square: over as many rounds as there are tools (twice as many
+    for an odd count), each tool runs once in each position and once right after each other tool, so a
+    server that speeds up or slows down during a round favours none."""
+    n = len(tools)
+    base = [0] + [j // 2 + 1 if j % 2 == 0 else n - (j + 1) // 2 for j in range(n - 1)]
+    order = [tools[(b + k) % n] for b in base]
+    return order[::-1] if n % 2 and (k // n) % 2 else order
 
 
 def _server_stats(base_url: str) -> dict[str, Any]:
@@ -378,12 +382,7 @@ def summarize(title: str, results: dict[str, list[dict[str, Any]]], tools: list[
     for t in tools:
         if t.skipped:
             rows.append([t.name, f"skipped: {t.skipped}", "", "", "", "", ""])
-    header = ["tool", "version", "wall s", metric, "CPU ms/req", "x bare", "bodies"]
-    widths = [max(len(str(x[i])) for x in [header, *rows]) for i in range(len(header))]
-    print(f"\n{title}")
-    for row in [header, ["-" * w for w in widths], *rows]:
-        print("  ".join(str(c).ljust(w) if i in (0, 1, 6) else str(c).rjust(w)
-                        for i, (c, w) in enumerate(zip(row, widths))).rstrip())
+    table(title, ["tool", "version", "wall s", metric, "CPU ms/req", "x bare", "bodies"], rows, left=(0, 1, 6))
     peers = {n: v for n, v in ratios.items() if n in WORKERS}
     if "attrfactory" in ratios and peers:
         best = max(peers, key=lambda n: peers[n])
@@ -437,8 +436,10 @@ def section(name: str, args: argparse.Namespace, sizes: list[int], folder: Path,
     else:
         server_cm = llm_server(args.parallel, args.threads)
         what = f"llama-server with SmolLM2 (-np {args.parallel} -t {args.threads})"
+    runnable = sum(t.skipped is None for t in tools)
+    rounds = args.rounds or (runnable if runnable % 2 == 0 else 2 * runnable)  # a whole Williams square
     print(f"\n=== {name}: {what}; jobs of {', '.join(map(str, sizes))} requests, max_tokens {args.max_tokens}, "
-          f"concurrency {args.concurrency}, {args.rounds} round(s) ===", flush=True)
+          f"concurrency {args.concurrency}, {rounds} round(s) ===", flush=True)
     with server_cm as server:
         if server is None:
             return
@@ -447,8 +448,8 @@ def section(name: str, args: argparse.Namespace, sizes: list[int], folder: Path,
             warm_up(base_url, model)
         for size in sizes:
             job = Job(folder, base_url, model, size, args.concurrency, args.max_tokens)
-            results = measure(name, job, tools, args.rounds, folder, instant, args.timeout)
-            summary[(name, size)] = summarize(f"{name}, {size} requests: median of {args.rounds} round(s)",
+            results = measure(name, job, tools, rounds, folder, instant, args.timeout)
+            summary[(name, size)] = summarize(f"{name}, {size} requests: median of {rounds} round(s)",
                                               results, tools, "req/s" if instant else "tok/s")
 
 
@@ -457,7 +458,8 @@ def main() -> None:
     p.add_argument("--sections", default="llm,instant")
     p.add_argument("--llm-sizes", default="48,500")
     p.add_argument("--instant-sizes", default="48,500,5000")
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=0,
+                   help="rounds per job (default: one per tool, so that each tool runs once in every position)")
     p.add_argument("--concurrency", type=int, default=32)
     p.add_argument("--max-tokens", type=int, default=64)
     p.add_argument("--parallel", type=int, default=8, help="llama-server slots (-np)")

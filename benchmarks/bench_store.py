@@ -62,8 +62,9 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +79,6 @@ from factory.store import journal as journal_module  # noqa: E402
 from factory.store.housekeeping import compact  # noqa: E402
 from factory.store.journal import journal_files  # noqa: E402
 from factory.store.lake import SHARED, StoreLocation  # noqa: E402
-from factory.store.schema import _arrow_records  # noqa: E402  (the same helper the single-file store used)
 
 COMMIT_SIZE = 20  # completions per save_completions call
 PREFETCH_BATCH = 20_000  # completions per save_completions call when loading section 4's rows
@@ -113,6 +113,18 @@ CREATE TABLE IF NOT EXISTS samples (
     cost_usd DOUBLE NOT NULL, is_refusal BOOLEAN NOT NULL, generated_at TIMESTAMPTZ NOT NULL,
     created_at TIMESTAMPTZ NOT NULL);
 """
+
+
+def _arrow_records(records: Sequence[Any], created: Any) -> tuple[list[str], Any]:
+    """Records of one type (plus ``created_at``) as ``(column names, pyarrow table)``: how the single-file store
+    (and the DuckDB journal after it) inserted them."""
+    import pyarrow as pa
+
+    names = [f.name for f in fields(records[0])]
+    values = zip(*map(attrgetter(*names), records))
+    columns = [n.rstrip("_") for n in names] + ["created_at"]
+    arrays = [pa.array(v) for v in values] + [pa.array([created] * len(records))]
+    return columns, pa.table(arrays, names=columns)
 
 
 class OldFile:

@@ -4,6 +4,7 @@ concurrent writers; on the embedded (SQLite) catalog and on a real PostgreSQL ca
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -149,7 +150,7 @@ def test_kill_9_of_one_of_two_runs_then_rerun_resends_only_the_missing(llm_serve
     while time.monotonic() < deadline and journaled < 4:  # some completions persisted (journal or lake)
         time.sleep(0.3)
         assert runs[0].poll() is None, finish(runs[0])[1]
-        journaled = _persisted_anywhere(store_url, spec.hash, tmp_path)
+        journaled = _persisted_anywhere(store_url, spec.hash)
     assert journaled >= 4, "the run persisted nothing in time"
     runs[0].send_signal(signal.SIGKILL)
     runs[0].wait()
@@ -170,8 +171,8 @@ def test_kill_9_of_one_of_two_runs_then_rerun_resends_only_the_missing(llm_serve
         assert store.sql("SELECT count(*) = count(DISTINCT sample_id) FROM samples") == [(True,)]
 
 
-def _persisted_anywhere(url: str, spec_hash: str, tmp_path: Path) -> int:
-    """Samples of a spec in the lake plus in any journal file (read without taking the journal's lock)."""
+def _persisted_anywhere(url: str, spec_hash: str) -> int:
+    """Samples of a spec in the lake plus in any journal segment (read without taking its lock)."""
     total = 0
     if url.startswith("postgres:") or (Path(url) / "catalog.sqlite").exists():
         try:
@@ -181,21 +182,12 @@ def _persisted_anywhere(url: str, spec_hash: str, tmp_path: Path) -> int:
             pass
     folder = Path(os.environ.get("FACTORY_JOURNAL_DIR") or Path(url) / "journals") if not url.startswith(
         "postgres:") else Path(os.environ["FACTORY_JOURNAL_DIR"])
-    for path in folder.glob("*.duckdb") if folder.is_dir() else []:
-        try:
-            copy = tmp_path / "peek.duckdb"
-            copy.write_bytes(path.read_bytes())
-            wal = Path(f"{path}.wal")
-            if wal.exists():
-                Path(f"{copy}.wal").write_bytes(wal.read_bytes())
-            con = duckdb.connect(str(copy), read_only=True)
-            total += con.execute("SELECT count(*) FROM samples WHERE spec_hash = ?", [spec_hash]).fetchone()[0]
-            con.close()
-        except (duckdb.Error, OSError):
-            pass
-        finally:
-            for p in (tmp_path / "peek.duckdb", tmp_path / "peek.duckdb.wal"):
-                p.unlink(missing_ok=True)
+    for path in folder.glob("*.jsonl") if folder.is_dir() else []:
+        with contextlib.suppress(OSError):  # published and deleted meanwhile
+            for line in path.read_text().splitlines():
+                with contextlib.suppress(ValueError):  # the line being appended
+                    row = json.loads(line)
+                    total += row["table"] == "samples" and row["spec_hash"] == spec_hash
     return total
 
 
@@ -252,16 +244,48 @@ def test_a_journal_left_by_a_killed_process_is_published_by_the_next_writer(tmp_
         from factory.store import Store
         store = Store({url!r})
         store.save_completions(_records(range(30)))  # journaled (durable), not yet published
+        os.write(store._journal.open.fd, b'{{"table": "samples", "sample_id": "torn", "spec')  # killed mid-append
         os.kill(os.getpid(), signal.SIGKILL)
     """)
     assert subprocess.run([sys.executable, "-c", script]).returncode == -9
-    assert list((tmp_path / "store" / "journals").glob("*.duckdb"))
+    assert list((tmp_path / "store" / "journals").glob("*.jsonl"))
     with Store(url, read_only=True) as store:
         assert store.sample_count(TINY.hash) == 0  # readers see only what was published
     with Store(url) as store:
-        assert store.sample_count(TINY.hash) == 30
+        assert store.sample_count(TINY.hash) == 30  # the torn line (an append that was not durable) cut off
+        assert store.sql("SELECT count(*) FROM samples WHERE sample_id = 'torn'") == [(0,)]
         assert store.cached_requests(["k0", "k29"]).keys() == {"k0", "k29"}
-    assert not list((tmp_path / "store" / "journals").glob("*.duckdb"))
+    assert not list((tmp_path / "store" / "journals").glob("*.jsonl"))
+
+
+def test_a_live_journal_is_left_to_its_writer_by_another_store_of_the_same_process(tmp_path: Path) -> None:
+    url = str(tmp_path / "store")
+    with Store(url) as first:
+        first.save_completions(_records(range(5)))
+        with Store(url) as second:  # its recovery finds the first's segment locked: alive, not an orphan
+            assert second.sample_count(TINY.hash) == 0
+        assert first.cached_requests(["k4"]).keys() == {"k4"}
+    with Store(url, read_only=True) as store:
+        assert store.sample_count(TINY.hash) == 5
+
+
+def test_a_duckdb_journal_of_an_older_attrfactory_is_published(tmp_path: Path) -> None:
+    """Before the JSON-lines journal, a journal was a DuckDB file of the three tables: one a crashed run left
+    behind is published too (k0-k3 in the lake already, k2-k5 in the old journal)."""
+    url = str(tmp_path / "store")
+    with Store(url) as store:
+        store.save_completions(_records(range(4)))
+    with Store(tmp_path / "other") as other:  # the old journal's rows, copied out of another store's lake
+        other.save_completions(_records(range(2, 6)))
+        other.publish()
+        other.con.execute(f"ATTACH '{tmp_path / 'store' / 'journals' / 'old.duckdb'}' AS old")
+        for table in ("prompts", "llm_requests", "samples"):
+            other.con.execute(f"CREATE TABLE old.{table} AS SELECT * FROM lake.{table}")
+        other.con.execute("DETACH old")
+    with Store(url) as store:
+        assert store.sample_count(TINY.hash) == 6
+        assert store.sql("SELECT count(*) = count(DISTINCT sample_id) FROM samples") == [(True,)]
+    assert not list((tmp_path / "store" / "journals").iterdir())
 
 
 def test_a_store_reads_its_own_journal_and_the_cache_sees_it(db: Path) -> None:

@@ -101,12 +101,11 @@ if "TIKTOKEN_CACHE_DIR" not in os.environ:
 import argparse  # noqa: E402
 import importlib.metadata  # noqa: E402
 import json  # noqa: E402
-import resource  # noqa: E402
 import urllib.parse  # noqa: E402
 
 from bespokelabs import curator  # noqa: E402
 from datasets import Dataset  # noqa: E402
-from worker_cli import parse_args  # noqa: E402 - beside this script
+from worker_cli import cpu_seconds, parse_args  # noqa: E402 - beside this script
 
 
 class BenchLLM(curator.LLM):
@@ -127,11 +126,6 @@ class BenchLLM(curator.LLM):
             "completion_tokens": usage.get("completion_tokens"),
             "prompt_tokens": usage.get("prompt_tokens"),
         }
-
-
-def _cpu() -> float:
-    self_, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return self_.ru_utime + self_.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def _sum_or_none(values: list) -> int | None:
@@ -169,14 +163,14 @@ def run(args: argparse.Namespace) -> int:
     llm_init_s = time.perf_counter() - t_init
 
     setup_s = time.perf_counter() - _T0
-    cpu0, w0 = _cpu(), time.perf_counter()
+    cpu0, w0 = cpu_seconds(), time.perf_counter()
     error = None
     try:
         out = llm(dataset).dataset
     except Exception as exc:  # noqa: BLE001
         out, error = None, f"{type(exc).__name__}: {exc}"
     wall_s = time.perf_counter() - w0
-    cpu_s = _cpu() - cpu0
+    cpu_s = cpu_seconds() - cpu0
 
     got = sorted(out.to_list(), key=lambda r: r["idx"]) if out is not None and "idx" in out.column_names else []
     n = len({r["idx"] for r in got})

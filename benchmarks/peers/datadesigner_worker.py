@@ -72,16 +72,11 @@ import shutil  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 
-from worker_cli import parse_args  # noqa: E402 - beside this script
+from worker_cli import cpu_seconds, parse_args  # noqa: E402 - beside this script
 
 ALIAS = "bench-model"
 PROVIDER = "bench-endpoint"
 OUT_COLUMN = "completion"
-
-
-def _cpu() -> float:
-    t = os.times()
-    return t.user + t.system + t.children_user + t.children_system
 
 
 def _fail(msg: str) -> None:
@@ -203,14 +198,14 @@ def _run(args, prompts, systems, params, n_req, tmp) -> None:
     ))
     setup_s = time.perf_counter() - _T_START
 
-    cpu0, t0 = _cpu(), time.perf_counter()
+    cpu0, t0 = cpu_seconds(), time.perf_counter()
     try:
         results = designer.create(builder, num_records=n_req, dataset_name="bench")
         df = results.load_dataset()
     except Exception as exc:  # noqa: BLE001
         _fail(f"generation failed: {type(exc).__name__}: {exc}")
     wall_s = time.perf_counter() - t0
-    cpu_s = _cpu() - cpu0
+    cpu_s = cpu_seconds() - cpu0
 
     texts = [t for t in (df[OUT_COLUMN].tolist() if OUT_COLUMN in df.columns else []) if isinstance(t, str)]
     n = len(texts)

@@ -1,9 +1,10 @@
-"""The command line every peer worker takes (standard library only: the workers run in the peers' own
-virtualenvs, without attrfactory)."""
+"""What every benchmark worker shares: the command line of the peer workers and the CPU clock (standard library
+only: the peer workers run in the peers' own virtualenvs, without attrfactory)."""
 
 from __future__ import annotations
 
 import argparse
+import os
 
 
 def parse_args(description: str, argv: list[str] | None = None) -> argparse.Namespace:
@@ -15,3 +16,9 @@ def parse_args(description: str, argv: list[str] | None = None) -> argparse.Name
     p.add_argument("--concurrency", type=int, required=True, help="requests in flight at most")
     p.add_argument("--out", required=True, help="where the result JSON goes")
     return p.parse_args(argv)
+
+
+def cpu_seconds() -> float:
+    """CPU seconds of this process and of its children that ended (user and system)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system

@@ -3,7 +3,7 @@ shared by every run, reader and pod; dataset versions are its snapshots.
 
 - ``lake``: where the store lives (``$FACTORY_STORE``), attaching it, retrying commit conflicts;
 - ``schema``: the tables, their keys, the typed records generation writes;
-- ``journal``: each process's local journal of completions, published to the lake in batches;
+- ``journal``: each process's local JSON-lines journal of completions, published to the lake in batches;
 - ``store``: :class:`Store`, every SQL statement of the factory;
 - ``leases``: one run per spec at a time;
 - ``housekeeping``: merging files and expiring snapshots; ``migrate``: copying a single-file store over.

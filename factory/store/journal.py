@@ -1,80 +1,174 @@
-"""The write path for completions: each process journals them to a DuckDB file of its own (durable in
-milliseconds, as the single-file store was), and publishes the journal to the lake in large, infrequent commits.
+"""The write path for completions: each process appends them to a journal of its own, a JSON-lines file
+(durable when the append's fsync returns: a fraction of a millisecond of CPU, where a DuckDB commit of the
+same rows took ~20 ms), and publishes it to the lake in large, infrequent commits.
 
-A journal is published every ``PUBLISH_INTERVAL_S`` by a background thread, when the store closes (the end of
-a stage) and, after a crash, by the next process that opens the store for writing: a journal file whose lock
-nobody holds belongs to a dead process. Publishing inserts only the keys the lake does not hold yet, under
-the writer token (see :mod:`factory.store.store`), then deletes what it published from the journal: a crash
-between the two publishes nothing twice.
+A journal is a sequence of segments (``<id>.<n>.jsonl``), each locked (``flock``) by the process writing it
+for as long as it is unpublished; a segment is created under a temporary name and renamed once locked, so
+every ``*.jsonl`` file a reader finds unlocked belongs to a dead process. Publishing seals the segment being
+written (appends go to a new one), inserts only the keys the lake does not hold yet, under the writer token
+(see :mod:`factory.store.store`), then deletes the sealed segments: a crash between the two publishes nothing
+twice. Segments are published every ``PUBLISH_INTERVAL_S`` by a background thread, when the store closes
+(the end of a stage) and, after a crash, by the next process that opens the store for writing. A crash in
+the middle of an append leaves a torn last line, which recovery cuts off: that append was not durable yet.
 """
 
 from __future__ import annotations
 
+import fcntl
+import json
+import os
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, fields
+from datetime import datetime
+from functools import cache
 from pathlib import Path
+from typing import Any, TypeVar
 
 import duckdb
 
 from factory.store.lake import cursor
-from factory.store.schema import JOURNALED, journal_schema, key_match
+from factory.store.schema import JOURNAL_RECORDS, UNIQUE_KEYS, RequestRecord, _Record, key_match, record_columns
 
 PUBLISH_INTERVAL_S = 5.0  # a publish is a lake commit of three tables (~0.1 s of CPU): rare, to leave the cores to generation
-_OWN: set[str] = set()  # this process's open journals (a file lock does not exclude its own process)
-_OWN_LOCK = threading.Lock()
+T = TypeVar("T")
 
-Writer = Callable[[Callable[[duckdb.DuckDBPyConnection], None], duckdb.DuckDBPyConnection], None]
+Writer = Callable[[Callable[[duckdb.DuckDBPyConnection], T], duckdb.DuckDBPyConnection], T]
+Source = Callable[[str], str]  # a journaled table's name -> the SQL relation its unpublished rows come from
 
 
-def publish_from(con: duckdb.DuckDBPyConnection, schema: str, write: Writer) -> int:
-    """Move the rows of the journal attached as ``schema`` into the lake; return how many were new there."""
-    pending = 0
-    for table in JOURNALED:
-        con.execute(f"CREATE OR REPLACE TEMP TABLE pending_{table} AS SELECT * FROM {schema}.{table}")
-        pending += con.execute(f"SELECT count(*) FROM pending_{table}").fetchone()[0]
-    if not pending:
-        return 0
-    added = [0]
+def _journal_columns() -> dict[str, str]:
+    """Every journaled column with its DuckDB type (a journal line holds the columns of its own table)."""
+    columns = {"table": "VARCHAR"}
+    for kind in JOURNAL_RECORDS.values():
+        columns |= record_columns(kind)
+    return columns
 
-    def insert(c: duckdb.DuckDBPyConnection) -> None:
-        added[0] = 0
-        for table in JOURNALED:
-            added[0] += c.execute(
-                f"INSERT INTO lake.{table} BY NAME SELECT * FROM pending_{table} p WHERE NOT EXISTS"
-                f" (SELECT 1 FROM lake.{table} l WHERE {key_match(table, 'p', 'l')})").fetchone()[0]
 
-    write(insert, con)
-    for table in JOURNALED:
-        con.execute(f"DELETE FROM {schema}.{table} j WHERE EXISTS (SELECT 1 FROM pending_{table} p"
-                    f" WHERE {key_match(table, 'j', 'p')})")
-        con.execute(f"DROP TABLE pending_{table}")
-    return added[0]
+def jsonl_source(paths: Sequence[Path]) -> Source:
+    """The rows of each table in JSON-lines segments, as SQL."""
+    files = ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths)
+    read = f"read_json([{files}], format = 'newline_delimited', columns = {_journal_columns()!r})"
+    return lambda table: f"(SELECT * FROM {read} WHERE \"table\" = '{table}')"
+
+
+def publish_from(con: duckdb.DuckDBPyConnection, source: Source, write: Writer[int]) -> int:
+    """Insert the rows of ``source`` whose keys the lake lacks (one row per key), in one lake commit; return
+    how many were new there."""
+
+    def insert(c: duckdb.DuckDBPyConnection) -> int:
+        added = 0
+        for table, kind in JOURNAL_RECORDS.items():
+            columns = ", ".join(f'"{name}"' for name in record_columns(kind))
+            keys = ", ".join(f"p.{k}" for k in UNIQUE_KEYS[table])
+            added += c.execute(
+                f"INSERT INTO lake.{table} BY NAME SELECT {columns} FROM {source(table)} p WHERE NOT EXISTS"
+                f" (SELECT 1 FROM lake.{table} l WHERE {key_match(table, 'p', 'l')})"
+                f" QUALIFY row_number() OVER (PARTITION BY {keys}) = 1").fetchone()[0]
+        return added
+
+    return write(insert, con)
+
+
+@cache
+def _fields(kind: type[_Record]) -> tuple[tuple[str, str], ...]:
+    """A record type's ``(field, column)`` pairs."""
+    return tuple((f.name, f.name.rstrip("_")) for f in fields(kind))
+
+
+def _line(record: _Record, created: str) -> dict[str, Any]:
+    row: dict[str, Any] = {"table": record.TABLE}
+    for name, column in _fields(type(record)):
+        value = getattr(record, name)
+        row[column] = value.isoformat() if isinstance(value, datetime) else value
+    row["created_at"] = created
+    return row
+
+
+def _key(record: _Record) -> tuple[Any, ...]:
+    return (record.TABLE, *(getattr(record, k) for k in UNIQUE_KEYS[record.TABLE]))
+
+
+@dataclass
+class Segment:
+    """One locked, open journal file and the keys appended to it."""
+
+    path: Path
+    fd: int
+    size: int = 0
+    requests: dict[str, RequestRecord] = field(default_factory=dict)
+
+    @classmethod
+    def create(cls, folder: Path, journal_id: str, n: int) -> Segment:
+        path = folder / f"{journal_id}.{n:06d}.jsonl"
+        staging = folder / f".{path.name}.new"  # not a *.jsonl yet: no recovery opens it before it is locked
+        fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o666)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.rename(staging, path)
+        return cls(path, fd)
+
+    def append(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.fd, view):]
+        os.fsync(self.fd)
+        self.size += len(data)
+
+    def delete(self) -> None:
+        """Remove the published file, then give up its lock."""
+        self.path.unlink(missing_ok=True)
+        self.close()
+
+    def close(self) -> None:
+        os.close(self.fd)
 
 
 class Journal:
-    """This process's journal of one store, attached (as ``name``) to the store's connection."""
+    """This process's journal of one store: appends go to the open segment; publishing seals it."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, folder: Path, write: Writer):
+    def __init__(self, con: duckdb.DuckDBPyConnection, folder: Path, write: Writer[int]):
         folder.mkdir(parents=True, exist_ok=True)
-        self.path = folder / f"{uuid.uuid4().hex}.duckdb"
-        self.name = f"journal_{self.path.stem[:12]}"  # unique: stores of one process share a DuckDB instance
+        self.folder = folder
+        self.id = uuid.uuid4().hex
         self.con = con
         self.write = write
         self.lock = threading.Lock()  # one publish at a time
+        self._append_lock = threading.Lock()  # an append, or the sealing of the open segment
+        self._count = 0
+        self.open = Segment.create(folder, self.id, 0)
+        self.sealed: list[Segment] = []  # sealed, not yet published (a publish failed)
+        self._keys: set[tuple[Any, ...]] = set()  # what the unpublished segments hold: each key is journaled once
         self.dirty = False  # rows journaled since the last publish began
-        with _OWN_LOCK:
-            _OWN.add(str(self.path))
-        con.execute(f"ATTACH '{self.path}' AS {self.name}")
-        cur = con.cursor()
-        try:
-            cur.execute(f"USE {self.name}")
-            cur.execute(journal_schema())
-        finally:
-            cur.close()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="journal-publisher", daemon=True)
         self._thread.start()
+
+    def append(self, records: Iterable[_Record], created: datetime) -> None:
+        """Journal ``records`` (those whose key is journaled already are skipped): durable when it returns."""
+        stamp = created.isoformat()
+        with self._append_lock:
+            fresh = []
+            for record in records:
+                key = _key(record)
+                if key not in self._keys:
+                    self._keys.add(key)
+                    fresh.append(record)
+            if not fresh:
+                return
+            data = "".join(json.dumps(_line(r, stamp)) + "\n" for r in fresh).encode()
+            self.open.append(data)
+            for record in fresh:
+                if isinstance(record, RequestRecord):
+                    self.open.requests[record.request_key] = record
+            self.dirty = True
+
+    def unpublished_request(self, key: str) -> RequestRecord | None:
+        with self._append_lock:
+            for segment in (*self.sealed, self.open):
+                if key in segment.requests:
+                    return segment.requests[key]
+        return None
 
     def _loop(self) -> None:
         while not self._stop.wait(PUBLISH_INTERVAL_S):
@@ -84,46 +178,116 @@ class Journal:
             except duckdb.Error:  # the next round, or close(), publishes it; the rows are safe in the journal
                 pass
 
-    def publish(self) -> int:
-        with self.lock:
+    def _seal(self) -> list[Segment]:
+        with self._append_lock:
             self.dirty = False  # rows journaled from here on mark it again
+            if self.open.size:
+                self.sealed.append(self.open)
+                self._count += 1
+                self.open = Segment.create(self.folder, self.id, self._count)
+                self._keys = set()  # what is sealed is checked against the lake when it is published
+            return list(self.sealed)
+
+    def publish(self) -> int:
+        """Publish the sealed segments and the open one (sealed first); return the rows new in the lake."""
+        with self.lock:
+            segments = self._seal()
+            if not segments:
+                return 0
             cur = cursor(self.con)
             try:
-                return publish_from(cur, self.name, self.write)
+                added = publish_from(cur, jsonl_source([s.path for s in segments]), self.write)
             finally:
                 cur.close()
+            with self._append_lock:
+                self.sealed = [s for s in self.sealed if s not in segments]
+            for segment in segments:
+                segment.delete()
+            return added
 
     def close(self) -> None:
-        """Publish what is left, detach, and delete the journal file (kept if publishing failed)."""
+        """Publish what is left and delete the journal's files (a segment that failed to publish is kept,
+        unlocked, for the next writer)."""
         self._stop.set()
         self._thread.join()
-        self.publish()
-        self.con.execute(f"DETACH {self.name}")
-        for suffix in ("", ".wal"):
-            Path(f"{self.path}{suffix}").unlink(missing_ok=True)
-        with _OWN_LOCK:
-            _OWN.discard(str(self.path))
+        try:
+            self.publish()
+        finally:
+            for segment in self.sealed:
+                segment.close()
+            if self.open.size:
+                self.open.close()
+            else:
+                self.open.delete()
 
 
-def recover(con: duckdb.DuckDBPyConnection, folder: Path, write: Writer) -> int:
-    """Publish the journals left by dead processes (files nobody holds a lock on); return rows published."""
+def _cut_torn_tail(fd: int) -> None:
+    """Truncate a segment after its last complete line (a crash mid-append leaves a partial one)."""
+    end = os.fstat(fd).st_size
+    position = end
+    while position > 0:
+        start = max(0, position - 65536)
+        chunk = os.pread(fd, position - start, start)
+        newline = chunk.rfind(b"\n")
+        if newline >= 0:
+            if start + newline + 1 < end:
+                os.ftruncate(fd, start + newline + 1)
+            return
+        position = start
+    os.ftruncate(fd, 0)
+
+
+def _claim(path: Path) -> int | None:
+    """Lock a dead process's segment and return its descriptor; None where its process is alive (or it is
+    not ours to publish: unwritable)."""
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    _cut_torn_tail(fd)
+    return fd
+
+
+def recover(con: duckdb.DuckDBPyConnection, folder: Path, write: Writer[int]) -> int:
+    """Publish the segments left by dead processes, in one lake commit; return the rows new in the lake."""
     if not folder.is_dir():
         return 0
+    published = _recover_legacy(con, folder, write)
+    claimed: list[tuple[Path, int]] = []
+    try:
+        for path in sorted(folder.glob("*.jsonl")):
+            fd = _claim(path)  # this process's own segments are locked too (flock is per open file)
+            if fd is not None:
+                claimed.append((path, fd))
+        if claimed:
+            published += publish_from(con, jsonl_source([p for p, _ in claimed]), write)
+            for path, _ in claimed:
+                path.unlink(missing_ok=True)
+    finally:
+        for _, fd in claimed:
+            os.close(fd)
+    return published
+
+
+def _recover_legacy(con: duckdb.DuckDBPyConnection, folder: Path, write: Writer[int]) -> int:
+    """Publish the DuckDB-file journals an attrfactory before the JSON-lines journal left behind."""
     published = 0
     for path in sorted(folder.glob("*.duckdb")):
-        with _OWN_LOCK:
-            if str(path) in _OWN:
-                continue
         name = f"orphan_{uuid.uuid4().hex[:8]}"
         try:
             con.execute(f"ATTACH '{path}' AS {name}")
-        except duckdb.Error:  # locked: its process is alive and publishes it itself
+        except duckdb.Error:  # locked: its (old) process is alive and publishes it itself
             continue
         try:
             tables = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_catalog = ?",
                                  [name]).fetchone()[0]
-            if tables == len(JOURNALED):  # else it died before its schema was written: nothing in it
-                published += publish_from(con, name, write)
+            if tables == len(JOURNAL_RECORDS):  # else it died before its schema was written: nothing in it
+                published += publish_from(con, lambda table: f"{name}.{table}", write)
         finally:
             con.execute(f"DETACH {name}")
         for suffix in ("", ".wal"):
@@ -132,4 +296,4 @@ def recover(con: duckdb.DuckDBPyConnection, folder: Path, write: Writer) -> int:
 
 
 def journal_files(folder: Path) -> list[Path]:
-    return sorted(folder.glob("*.duckdb")) if folder.is_dir() else []
+    return sorted(folder.glob("*.jsonl")) if folder.is_dir() else []

@@ -8,10 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from datetime import datetime
-from operator import attrgetter
-from typing import Any, ClassVar, Sequence
-
-import pyarrow as pa
+from typing import ClassVar
 
 SCHEMA_VERSION = 4  # v4: the DuckLake store (dataset_versions, leases, writer_token; evaluations.snapshot_id)
 
@@ -109,23 +106,11 @@ UNIQUE_KEYS: dict[str, tuple[str, ...]] = {
     "llm_requests": ("request_key",), "samples": ("sample_id",), "embeddings": ("text_hash", "model"),
     "evaluations": ("eval_id",), "asset_values": ("asset", "partition"),
 }
-# What generation writes at the rate of completions: journaled locally, published to the lake in batches.
-JOURNALED = ("prompts", "llm_requests", "samples")
 
 
 def key_match(table: str, left: str, right: str) -> str:
     """The SQL condition that rows ``left`` and ``right`` of ``table`` have the same key."""
     return " AND ".join(f"{right}.{k} = {left}.{k}" for k in UNIQUE_KEYS[table])
-
-
-def journal_schema() -> str:
-    """The journaled tables as a plain DuckDB schema, with their keys (a journal is one process's own file)."""
-    statements = []
-    for table in JOURNALED:
-        ddl = SCHEMA[SCHEMA.index(f"CREATE TABLE IF NOT EXISTS {table} ("):]
-        ddl = ddl[:ddl.index(");") ]
-        statements.append(f"{ddl}, PRIMARY KEY ({', '.join(UNIQUE_KEYS[table])}));")
-    return "\n".join(statements)
 
 
 class _Record:
@@ -191,12 +176,12 @@ class SampleRecord(_Record):
 
 
 Record = PromptRecord | RequestRecord | SampleRecord
+# What generation writes at the rate of completions: journaled locally, published to the lake in batches.
+JOURNAL_RECORDS: dict[str, type[_Record]] = {kind.TABLE: kind for kind in (PromptRecord, RequestRecord, SampleRecord)}
+_DUCKDB_TYPES = {"str": "VARCHAR", "int": "BIGINT", "float": "DOUBLE", "bool": "BOOLEAN", "datetime": "TIMESTAMPTZ"}
 
 
-def _arrow_records(records: Sequence[Any], created: datetime) -> tuple[list[str], Any]:
-    """Records of one type (plus ``created_at``) as ``(column names, pyarrow table)``, columns named as fields."""
-    names = [f.name for f in fields(records[0])]
-    values = zip(*map(attrgetter(*names), records))  # every record type has several fields
-    columns = [n.rstrip("_") for n in names] + ["created_at"]
-    arrays = [pa.array(v) for v in values] + [pa.array([created] * len(records))]
-    return columns, pa.table(arrays, names=columns)
+def record_columns(kind: type[_Record]) -> dict[str, str]:
+    """A record type's columns (its fields, then ``created_at``) and their DuckDB types."""
+    columns = {f.name.rstrip("_"): _DUCKDB_TYPES[str(f.type).split(" |")[0]] for f in fields(kind)}
+    return columns | {"created_at": "TIMESTAMPTZ"}

@@ -26,8 +26,7 @@ import pyarrow as pa
 from factory.spec import Spec
 from factory.store.journal import Journal, recover
 from factory.store.lake import SHARED, StoreError, StoreLocation, attach, cursor, retrying
-from factory.store.schema import (SCHEMA, SCHEMA_VERSION, UNIQUE_KEYS, Record, _arrow_records, key_match,
-                                  _Record)
+from factory.store.schema import SCHEMA, SCHEMA_VERSION, UNIQUE_KEYS, Record, key_match
 
 T = TypeVar("T")
 
@@ -48,6 +47,9 @@ class CachedRequest:
     prompt_tokens: int
     completion_tokens: int
     cost_usd: float
+
+
+FEW_KEYS = 200  # up to this many keys, a key lookup binds them as a list (see Store._with_keys)
 
 
 def now() -> datetime:
@@ -193,12 +195,16 @@ class Store:
         return retrying(attempt)
 
     def _with_keys(self, column: str, keys: Sequence[str], query: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
-        """``query(cur)`` on a cursor of its own in which the view ``wanted`` holds ``keys`` (as ``column``):
-        bound as an Arrow table, 100k keys take milliseconds; as a list parameter, seconds. No publish first:
-        the caller reads the journal itself where it must."""
+        """``query(cur)`` on a cursor of its own in which the relation ``wanted`` holds ``keys`` (as ``column``):
+        bound as an Arrow table, 100k keys take milliseconds; as a list parameter, seconds. A few keys go in as
+        a list all the same (a run's first Arrow table costs ~70 ms: DuckDB imports pyarrow.dataset). No publish
+        first: the caller reads the journal itself where it must."""
         cur = cursor(self.con)  # views are per connection: another thread may look up keys at the same time
         try:
-            cur.register("wanted", pa.table({column: pa.array(list(keys), pa.string())}))
+            if len(keys) <= FEW_KEYS:
+                cur.execute(f"CREATE TEMP TABLE wanted AS SELECT unnest(?::VARCHAR[]) AS {column}", [list(keys)])
+            else:
+                cur.register("wanted", pa.table({column: pa.array(list(keys), pa.string())}))
             return retrying(lambda: query(cur))
         finally:
             cur.close()
@@ -239,22 +245,23 @@ class Store:
 
     def finish_run(self, run_id: str, status: str, message: str = "", version: bool = True,
                    cached: int | None = None) -> None:
-        """Close a run (publishing its journal first); its totals are summed from the samples and requests it
-        produced, ``cached`` (if given) is how many came from the cache. A run that ended well leaves a dataset
-        version in the same commit (unless ``version`` is false: a shard's run holds part of the data; the run
-        after all shards records the version)."""
+        """Close a run (publishing its journal first: the version's snapshot holds all it wrote); its totals are
+        summed from the samples and requests it produced, ``cached`` (if given) is how many came from the cache.
+        A run that ended well leaves a dataset version in the same commit (unless ``version`` is false: a
+        shard's run holds part of the data; the run after all shards records the version)."""
         self.publish()
 
         def close(con: duckdb.DuckDBPyConnection) -> None:
-            totals = con.execute(
-                "SELECT count(*), coalesce(sum(prompt_tokens), 0), coalesce(sum(completion_tokens), 0),"
-                " coalesce(sum(cost_usd), 0) FROM llm_requests"
-                " WHERE request_key IN (SELECT request_key FROM samples WHERE run_id = ?)", [run_id]).fetchone()
+            name, spec_hash, *totals = con.execute(
+                "SELECT r.spec_name, r.spec_hash, t.* FROM runs r, (SELECT count(*), coalesce(sum(prompt_tokens), 0),"
+                " coalesce(sum(completion_tokens), 0), coalesce(sum(cost_usd), 0) FROM llm_requests"
+                " WHERE request_key IN (SELECT request_key FROM samples WHERE run_id = $1)) t WHERE r.run_id = $1",
+                [run_id]).fetchone()
             con.execute("UPDATE runs SET status = ?, finished_at = ?, message = ?, cached = coalesce(?, cached),"
                         " requests = ?, prompt_tokens = ?, completion_tokens = ?, cost_usd = ? WHERE run_id = ?",
                         [status, now(), message, cached, *totals, run_id])
             if version and status in ("done", "budget_stopped"):
-                self._record_version(con, run_id, None)
+                self._save_version(con, name, spec_hash, run_id)
 
         self._write(close)
 
@@ -302,38 +309,25 @@ class Store:
     # ---- the LLM request cache -------------------------------------------------------------------
 
     def cached_requests(self, keys: Sequence[str]) -> dict[str, CachedRequest]:
-        """The completed requests among ``keys``, in the lake or this process's journal (one query)."""
+        """The completed requests among ``keys``, in the lake (one query) or this process's journal."""
         if not keys:
             return {}
-        select = ("SELECT request_key, choices, prompt_tokens, completion_tokens, cost_usd FROM {}.llm_requests"
-                  " WHERE request_key IN (SELECT request_key FROM wanted)")
-        sql = select.format("lake")
-        if self._journal is not None:
-            sql += " UNION ALL " + select.format(self._journal.name)
+        sql = ("SELECT request_key, choices, prompt_tokens, completion_tokens, cost_usd FROM lake.llm_requests"
+               " WHERE request_key IN (SELECT request_key FROM wanted)")
         rows = self._with_keys("request_key", keys, lambda cur: cur.execute(sql).fetchall())
-        return {r[0]: CachedRequest(r[0], json.loads(r[1]), r[2], r[3], r[4]) for r in rows}
+        found = {r[0]: CachedRequest(r[0], json.loads(r[1]), r[2], r[3], r[4]) for r in rows}
+        if self._journal is not None:
+            for key in keys:
+                record = None if key in found else self._journal.unpublished_request(key)
+                if record is not None:
+                    found[key] = CachedRequest(key, json.loads(record.choices), record.prompt_tokens,
+                                               record.completion_tokens, record.cost_usd)
+        return found
 
-    def save_completions(self, records: Iterable[Record], cursor: duckdb.DuckDBPyConnection | None = None) -> None:
-        """Journal prompts, completed requests and their samples in one local transaction (durable at once;
-        published to the lake within seconds). Idempotent: keys already journaled are ignored. Each record type
-        goes in as one Arrow table, inserted by column name."""
-        journal = self._ensure_journal()
-        con = cursor or self.con
-        created = now()
-        by_type: dict[type[_Record], list[Any]] = {}
-        for record in records:
-            by_type.setdefault(type(record), []).append(record)
-        con.execute("BEGIN TRANSACTION")
-        try:
-            for kind, rows in by_type.items():
-                columns, data = _arrow_records(rows, created)
-                names = [f'"{c}"' for c in columns]
-                self._insert_arrow(con, f"{journal.name}.{kind.TABLE}", ", ".join(names), data, or_ignore=True, into=names)
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
-        con.execute("COMMIT")
-        journal.dirty = True
+    def save_completions(self, records: Iterable[Record]) -> None:
+        """Journal prompts, completed requests and their samples (durable when it returns; published to the
+        lake within seconds). Idempotent: keys journaled or published already are ignored."""
+        self._ensure_journal().append(records, now())
 
     def spend_for_spec(self, spec_hash: str) -> dict[str, float]:
         """What the requests behind a spec's samples cost: the budget a rerun starts from."""
@@ -387,20 +381,18 @@ class Store:
     def _insert_arrow(self, con: duckdb.DuckDBPyConnection, table: str, columns: str, data: Any,
                       or_ignore: bool = False, into: Sequence[str] | None = None) -> None:
         """``INSERT INTO table [(into)] SELECT columns FROM data`` for a pyarrow table (fast for many rows).
-        ``or_ignore``: rows whose key is there already are skipped (a journal has keys; in the lake the store
-        checks them itself)."""
+        ``or_ignore``: rows whose key is there already are skipped (the lake has no constraints: the store checks
+        keys itself)."""
         name = f"_arrow_{uuid.uuid4().hex[:8]}"
         target = f"{table} ({', '.join(into)})" if into else table
         select = f"SELECT {columns} FROM {name} d"
-        journaled = table.startswith("journal_")
-        if or_ignore and not journaled:
+        if or_ignore:
             keys = ", ".join(f"d.{k}" for k in UNIQUE_KEYS[table])
             select += (f" WHERE NOT EXISTS (SELECT 1 FROM {table} t WHERE {key_match(table, 'd', 't')})"
                        f" QUALIFY row_number() OVER (PARTITION BY {keys}) = 1")
         con.register(name, data)
         try:
-            con.execute(f"INSERT {'OR IGNORE ' if or_ignore and journaled else ''}INTO {target}"
-                        f" {select}")
+            con.execute(f"INSERT INTO {target} {select}")
         finally:
             try:
                 con.unregister(name)
@@ -699,22 +691,24 @@ class Store:
         else:
             row = con.execute("SELECT spec_name, spec_hash, run_id FROM dataset_versions WHERE spec_hash = ?"
                               " ORDER BY version DESC LIMIT 1", [spec_hash]).fetchone()
-        if row is None:
-            return None
-        name, hash_, run = row
+        return None if row is None else Store._save_version(con, *row)
+
+    @staticmethod
+    def _save_version(con: duckdb.DuckDBPyConnection, name: str, spec_hash: str, run_id: str) -> int:
+        """Record (or update) the version run ``run_id`` of spec ``name`` leaves, at the current snapshot."""
         snapshot = con.execute("SELECT id FROM lake.current_snapshot()").fetchone()[0]
         samples, kept, existing, version = con.execute(
-            "SELECT (SELECT count(*) FROM samples WHERE spec_hash = $1), (SELECT CASE WHEN count(*) > 0 THEN"
-            " count(*) FILTER (WHERE kept) END FROM filter_decisions WHERE spec_hash = $1 AND filter = 'final'),"
-            " (SELECT version FROM dataset_versions WHERE run_id = $2),"
-            " (SELECT coalesce(max(version), 0) + 1 FROM dataset_versions WHERE spec_name = $3)",
-            [hash_, run, name]).fetchone()
+            "SELECT s.n, f.kept, v.existing, v.next FROM (SELECT count(*) AS n FROM samples WHERE spec_hash = $1) s,"
+            " (SELECT CASE WHEN count(*) > 0 THEN count(*) FILTER (WHERE kept) END AS kept FROM filter_decisions"
+            " WHERE spec_hash = $1 AND filter = 'final') f, (SELECT max(version) FILTER (WHERE run_id = $2) AS existing,"
+            " coalesce(max(version), 0) + 1 AS next FROM dataset_versions WHERE spec_name = $3) v",
+            [spec_hash, run_id, name]).fetchone()
         if existing is not None:
             con.execute("UPDATE dataset_versions SET snapshot_id = ?, samples = ?, kept = ?, updated_at = ?"
-                        " WHERE run_id = ?", [snapshot, samples, kept, now(), run])
+                        " WHERE run_id = ?", [snapshot, samples, kept, now(), run_id])
             return int(existing)
         con.execute("INSERT INTO dataset_versions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [name, version, hash_, run, snapshot, samples, kept, now(), now()])
+                    [name, version, spec_hash, run_id, snapshot, samples, kept, now(), now()])
         return int(version)
 
     def versions(self, spec_name: str | None = None) -> list[dict[str, Any]]:
