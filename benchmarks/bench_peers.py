@@ -197,7 +197,7 @@ def _watch_requests(engine_cls: Any, marks: dict[str, float]) -> None:
 
 def worker_factory(args: argparse.Namespace) -> dict[str, Any]:
     """The factory's run path, with where its time goes: before the first request, after the last answer, and
-    the CPU of its journal commits, publishes and the run's closing commit."""
+    the CPU of its journal appends, publishes and the run's closing commit."""
     from importlib.metadata import version
 
     from factory.generation.llm.engine import Engine
@@ -400,7 +400,7 @@ def factory_breakdown(runs: list[dict[str, Any]]) -> None:
 
     print(f"attrfactory, median: {m('before_first_s'):.2f} s before the first request, {m('after_last_s'):.2f} s "
           f"after the last answer (publish, run totals, dataset version); client CPU {m('cpu_s'):.2f} s, of which "
-          f"{m('commits'):.0f} journal commits {m('commit_cpu_s'):.2f} s, {m('publishes'):.0f} publishes "
+          f"{m('commits'):.0f} journal appends {m('commit_cpu_s'):.2f} s, {m('publishes'):.0f} publishes "
           f"{m('publish_cpu_s'):.2f} s, closing the run {m('close_cpu_s'):.2f} s")
 
 

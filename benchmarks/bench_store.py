@@ -29,7 +29,7 @@ request writer does. Records are built before the clock starts.
    writing process (probed: what another process gets opening it is printed), so the old column shows four
    processes on a file each, the machine's ceiling for reference. How many lake commits there were and how
    many attempts reran after a conflict is counted by wrapping ``Store._write`` (instrumentation only).
-3. **Latency**: to durable = the ``save_completions`` call (the journal commit is durable when it returns),
+3. **Latency**: to durable = the ``save_completions`` call (the journal append is durable when it returns),
    p50/p99 over the calls of sections 1 and 2; to visible in another process = a reader process polling
    ``max(sample_index)`` while this process commits every 50 ms, p50/p99 of (first seen - durable).
 4. **Cache prefetch**: one ``store.cached_requests(keys)`` call for 100k keys with those 100k rows in the lake

@@ -258,6 +258,18 @@ def test_a_journal_left_by_a_killed_process_is_published_by_the_next_writer(tmp_
     assert not list((tmp_path / "store" / "journals").glob("*.jsonl"))
 
 
+def test_an_empty_segment_of_a_dead_process_is_removed_without_a_commit(tmp_path: Path) -> None:
+    url = str(tmp_path / "store")
+    with Store(url) as store:
+        before = store.snapshot_id()
+    empty = tmp_path / "store" / "journals" / "dead.000000.jsonl"
+    empty.parent.mkdir(exist_ok=True)
+    empty.write_bytes(b"")
+    with Store(url) as store:
+        assert store.snapshot_id() == before
+    assert not empty.exists()
+
+
 def test_a_live_journal_is_left_to_its_writer_by_another_store_of_the_same_process(tmp_path: Path) -> None:
     url = str(tmp_path / "store")
     with Store(url) as first:

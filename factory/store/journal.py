@@ -262,7 +262,10 @@ def recover(con: duckdb.DuckDBPyConnection, folder: Path, write: Writer[int]) ->
     try:
         for path in sorted(folder.glob("*.jsonl")):
             fd = _claim(path)  # this process's own segments are locked too (flock is per open file)
-            if fd is not None:
+            if fd is not None and not os.fstat(fd).st_size:  # died before its first append: nothing to publish
+                path.unlink(missing_ok=True)
+                os.close(fd)
+            elif fd is not None:
                 claimed.append((path, fd))
         if claimed:
             published += publish_from(con, jsonl_source([p for p, _ in claimed]), write)
