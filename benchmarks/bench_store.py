@@ -16,7 +16,7 @@ Three backends side by side, each on a fresh store:
   where the binaries are absent or with ``--no-postgres``.
 
 A commit is one ``save_completions`` call of ``COMMIT_SIZE`` (20) completions, each a ``PromptRecord``, a
-``RequestRecord`` and a ``SampleRecord`` with ~400 bytes of text, through a cursor of its own, as the engine's
+``RequestRecord`` and a ``SampleRecord`` with ~400 bytes of text, as the engine's
 request writer does. Records are built before the clock starts.
 
 1. **One writer**: completions committed per second, N commits (default 50) back to back, and the CPU time
@@ -365,7 +365,6 @@ def writer_task(backend: Backend, prefix: str, commits: int, seed: int) -> dict[
         rng = random.Random(seed)
         batches = [completion_records(prefix, c, rng) for c in range(commits)]
         store = backend.open()
-        cursor = store.cursor()
     except BaseException:
         _BARRIER.abort()
         return {"error": traceback.format_exc()}
@@ -376,12 +375,11 @@ def writer_task(backend: Backend, prefix: str, commits: int, seed: int) -> dict[
         cpu, started = cpu_s(), time.monotonic()
         for batch in batches:
             t = time.perf_counter()
-            store.save_completions(batch, cursor)
+            store.save_completions(batch)
             latencies.append(time.perf_counter() - t)
         store.publish()
         ended, cpu = time.monotonic(), cpu_s() - cpu
         writes = {k: v - writes[k] for k, v in lake_writes().items()}
-        cursor.close()
         store.close()
         backend.forget()
         return {"started": started, "ended": ended, "latencies": latencies, "cpu": cpu, "writes": writes,
@@ -562,18 +560,16 @@ class Bench:
                 with backend.open():  # created here, as a run finds it
                     pass
                 store = backend.open()
-                cursor = store.cursor()
                 lat = []
                 writes = lake_writes()
                 cpu, started = cpu_s(), time.perf_counter()
                 for batch in batches:
                     t = time.perf_counter()
-                    store.save_completions(batch, cursor)
+                    store.save_completions(batch)
                     lat.append(time.perf_counter() - t)
                 store.publish()
                 elapsed, cpu = time.perf_counter() - started, cpu_s() - cpu
                 writes = {k: v - writes[k] for k, v in lake_writes().items()}
-                cursor.close()
                 journal_dir = store.location.journal_dir
                 store.close()
                 self.record_rates(ONE, name, n * COMMIT_SIZE, elapsed, cpu, lat, writes)
@@ -681,17 +677,15 @@ class Bench:
                 while not ready.exists() and time.monotonic() < wait_until:
                     time.sleep(0.01)
                 store = backend.open()
-                cursor = store.cursor()
                 rng = random.Random(7)
                 durable = []
                 started = time.monotonic()
                 while time.monotonic() < started + duration:  # a commit every `interval`, as completions come
-                    store.save_completions(completion_records("vis", len(durable), rng), cursor)
+                    store.save_completions(completion_records("vis", len(durable), rng))
                     durable.append(time.monotonic())
                     time.sleep(max(0.0, started + len(durable) * interval - time.monotonic()))
                 stop.write_text(str(len(durable) * COMMIT_SIZE - 1))  # the last index: the reader stops there
                 result = pending.get(timeout=duration + 180)  # published by the background thread
-                cursor.close()
                 store.close()
                 if result["error"]:
                     raise RuntimeError(result["error"])
@@ -799,10 +793,8 @@ class Bench:
             try:
                 rng = random.Random(5)
                 with backend.open() as store:
-                    cursor = store.cursor()
                     for c in range(commits):
-                        store.save_completions(completion_records("files", c, rng), cursor)
-                    cursor.close()
+                        store.save_completions(completion_records("files", c, rng))
                 with backend.open() as store:
                     data = store.location.data_path
                     files = lambda: len(glob.glob(data + "**/*.parquet", recursive=True))  # noqa: E731
