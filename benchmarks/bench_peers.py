@@ -234,7 +234,7 @@ def worker_factory(args: argparse.Namespace) -> dict[str, Any]:
     return {"tool": "attrfactory", "version": version("attrfactory"), "n": n, "completion_tokens": int(completion),
             "prompt_tokens": int(prompt), "wall_s": wall, "setup_s": setup, "cpu_s": cpu,
             "before_first_s": marks["first_send"] - t0, "after_last_s": end - marks["last_answer"],
-            "commits": spent["save_completions"][0], "commit_cpu_s": spent["save_completions"][1],
+            "appends": spent["save_completions"][0], "append_cpu_s": spent["save_completions"][1],
             "publishes": spent["publish"][0], "publish_cpu_s": spent["publish"][1],
             "close_cpu_s": spent["finish_run"][1]}
 
@@ -305,6 +305,11 @@ def run_tool(tool: Tool, job: Job, folder: Path, timeout_s: float) -> dict[str, 
     return result
 
 
+def square_rounds(n: int) -> int:
+    """How many rounds make a whole Williams square of ``n`` tools (see :func:`rotated`)."""
+    return n if n % 2 == 0 else 2 * n
+
+
 def rotated(tools: list[Tool], k: int) -> list[Tool]:
     """Round ``k``'s order, a row of a Williams square: over as many rounds as there are tools (twice as many
     for an odd count), each tool runs once in each position and once right after each other tool, so a
@@ -312,7 +317,7 @@ def rotated(tools: list[Tool], k: int) -> list[Tool]:
     n = len(tools)
     base = [0] + [j // 2 + 1 if j % 2 == 0 else n - (j + 1) // 2 for j in range(n - 1)]
     order = [tools[(b + k) % n] for b in base]
-    return order[::-1] if n % 2 and (k // n) % 2 else order
+    return order[::-1] if (k % square_rounds(n)) >= n else order
 
 
 def _server_stats(base_url: str) -> dict[str, Any]:
@@ -400,7 +405,7 @@ def factory_breakdown(runs: list[dict[str, Any]]) -> None:
 
     print(f"attrfactory, median: {m('before_first_s'):.2f} s before the first request, {m('after_last_s'):.2f} s "
           f"after the last answer (publish, run totals, dataset version); client CPU {m('cpu_s'):.2f} s, of which "
-          f"{m('commits'):.0f} journal appends {m('commit_cpu_s'):.2f} s, {m('publishes'):.0f} publishes "
+          f"{m('appends'):.0f} journal appends {m('append_cpu_s'):.2f} s, {m('publishes'):.0f} publishes "
           f"{m('publish_cpu_s'):.2f} s, closing the run {m('close_cpu_s'):.2f} s")
 
 
@@ -437,7 +442,7 @@ def section(name: str, args: argparse.Namespace, sizes: list[int], folder: Path,
         server_cm = llm_server(args.parallel, args.threads)
         what = f"llama-server with SmolLM2 (-np {args.parallel} -t {args.threads})"
     runnable = sum(t.skipped is None for t in tools)
-    rounds = args.rounds or (runnable if runnable % 2 == 0 else 2 * runnable)  # a whole Williams square
+    rounds = args.rounds or square_rounds(runnable)
     print(f"\n=== {name}: {what}; jobs of {', '.join(map(str, sizes))} requests, max_tokens {args.max_tokens}, "
           f"concurrency {args.concurrency}, {rounds} round(s) ===", flush=True)
     with server_cm as server:

@@ -163,12 +163,11 @@ class Journal:
                     self.open.requests[record.request_key] = record
             self.dirty = True
 
-    def unpublished_request(self, key: str) -> RequestRecord | None:
+    def unpublished_requests(self, keys: Iterable[str]) -> dict[str, RequestRecord]:
+        """The requests among ``keys`` that this journal holds and has not published yet."""
         with self._append_lock:
-            for segment in (*self.sealed, self.open):
-                if key in segment.requests:
-                    return segment.requests[key]
-        return None
+            segments = (*self.sealed, self.open)
+            return {key: s.requests[key] for key in keys for s in segments if key in s.requests}
 
     def _loop(self) -> None:
         while not self._stop.wait(PUBLISH_INTERVAL_S):
@@ -200,7 +199,7 @@ class Journal:
             finally:
                 cur.close()
             with self._append_lock:
-                self.sealed = [s for s in self.sealed if s not in segments]
+                self.sealed = []  # all of them were published (only a publish, under self.lock, seals)
             for segment in segments:
                 segment.delete()
             return added
@@ -260,7 +259,7 @@ def recover(con: duckdb.DuckDBPyConnection, folder: Path, write: Writer[int]) ->
     published = _recover_legacy(con, folder, write)
     claimed: list[tuple[Path, int]] = []
     try:
-        for path in sorted(folder.glob("*.jsonl")):
+        for path in journal_files(folder):
             fd = _claim(path)  # this process's own segments are locked too (flock is per open file)
             if fd is not None and not os.fstat(fd).st_size:  # died before its first append: nothing to publish
                 path.unlink(missing_ok=True)

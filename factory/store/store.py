@@ -165,7 +165,7 @@ class Store:
         return self._x(sql, params).fetchall()
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
-        """A connection of its own for another thread (the request writer), the store used by default."""
+        """A connection of its own for another thread (a lease's renewal), the store used by default."""
         return cursor(self.con)
 
     def _write(self, fn: Callable[[duckdb.DuckDBPyConnection], T], con: duckdb.DuckDBPyConnection | None = None,
@@ -317,11 +317,9 @@ class Store:
         rows = self._with_keys("request_key", keys, lambda cur: cur.execute(sql).fetchall())
         found = {r[0]: CachedRequest(r[0], json.loads(r[1]), r[2], r[3], r[4]) for r in rows}
         if self._journal is not None:
-            for key in keys:
-                record = None if key in found else self._journal.unpublished_request(key)
-                if record is not None:
-                    found[key] = CachedRequest(key, json.loads(record.choices), record.prompt_tokens,
-                                               record.completion_tokens, record.cost_usd)
+            for key, r in self._journal.unpublished_requests(k for k in keys if k not in found).items():
+                found[key] = CachedRequest(key, json.loads(r.choices), r.prompt_tokens, r.completion_tokens,
+                                           r.cost_usd)
         return found
 
     def save_completions(self, records: Iterable[Record]) -> None:
