@@ -133,3 +133,27 @@ def test_an_embedded_store_reads_where_it_is_mounted(tmp_path: Path) -> None:
     shutil.move(tmp_path / "here", tmp_path / "mounted")
     with Store(tmp_path / "mounted", snapshot=snapshot) as store:
         assert store.sql("SELECT count(*), sum(i) FROM big") == [(50000, 1249975000)]
+
+
+def test_store_threads_are_fixed_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FACTORY_STORE_THREADS", raising=False)
+    with Store(tmp_path / "default") as store:
+        assert store.sql("SELECT current_setting('threads')") == [(1,)]
+    monkeypatch.setenv("FACTORY_STORE_THREADS", "2")
+    with Store(tmp_path / "two") as store:
+        assert store.sql("SELECT current_setting('threads')") == [(2,)]
+    monkeypatch.setenv("FACTORY_STORE_THREADS", "two")
+    with pytest.raises(StoreError, match="FACTORY_STORE_THREADS='two': expected a whole number"):
+        Store(tmp_path / "bad")
+    done = subprocess.run([sys.executable, "-m", "factory.cli", "show", "--store", str(tmp_path / "default")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and "FACTORY_STORE_THREADS='two'" in done.stdout + done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+
+
+def test_background_publishes_wait_in_proportion_to_their_cpu() -> None:
+    from factory.store.journal import PUBLISH_INTERVAL_S, PUBLISH_MAX_INTERVAL_S, publish_wait
+
+    assert publish_wait(0.0) == PUBLISH_INTERVAL_S  # nothing to publish, or a cheap publish: the shortest wait
+    assert publish_wait(0.1) == pytest.approx(20.0)  # ~0.1 s of CPU is 0.5% of a 20 s wait
+    assert publish_wait(5.0) == PUBLISH_MAX_INTERVAL_S  # never longer: other readers see samples within it

@@ -116,7 +116,7 @@ async def generate_async(plan: Plan, store: Store, run_id: str, endpoint: Endpoi
     report = GenerationReport(requested=plan.samples)
     budget = Budget.from_spec(spec.budget, spec.generation.model, store.spend_for_spec(spec.hash))
     async with open_engine(spec.generation, store, endpoint, budget) as engine:
-        with store.single_threaded(), EngineProgress(engine.stats, report.requested, enabled=show_progress) as progress:
+        with EngineProgress(engine.stats, report.requested, enabled=show_progress) as progress:
             generator = Generator(spec, run_id, engine, engine.writer, report, progress.advance)
             await engine.map(_jobs(plan, engine, generator))
     stats = engine.stats

@@ -7,9 +7,11 @@ for as long as it is unpublished; a segment is created under a temporary name an
 every ``*.jsonl`` file a reader finds unlocked belongs to a dead process. Publishing seals the segment being
 written (appends go to a new one), inserts only the keys the lake does not hold yet, under the writer token
 (see :mod:`factory.store.store`), then deletes the sealed segments: a crash between the two publishes nothing
-twice. Segments are published every ``PUBLISH_INTERVAL_S`` by a background thread, when the store closes
-(the end of a stage) and, after a crash, by the next process that opens the store for writing. A crash in
-the middle of an append leaves a torn last line, which recovery cuts off: that append was not durable yet.
+twice. Segments are published when the store closes (the end of a stage); in between by a background thread,
+every 5-30 s (a publish, a lake commit of three tables of ~0.1 s of CPU, waits until that is 0.5% of the wait:
+the cores are left to generation); and after a crash, by the next process that opens the store for writing.
+A crash in the middle of an append leaves a torn last line, which recovery cuts off: that append was not
+durable yet.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import fcntl
 import json
 import os
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, fields
@@ -31,11 +34,18 @@ import duckdb
 from factory.store.lake import cursor
 from factory.store.schema import JOURNAL_RECORDS, UNIQUE_KEYS, RequestRecord, _Record, key_match, record_columns
 
-PUBLISH_INTERVAL_S = 5.0  # a publish is a lake commit of three tables (~0.1 s of CPU): rare, to leave the cores to generation
+PUBLISH_INTERVAL_S = 5.0  # the shortest wait between two background publishes
+PUBLISH_MAX_INTERVAL_S = 30.0  # the longest: another reader sees a run's samples within this
+PUBLISH_CPU_SHARE = 0.005  # between those, wait until the last publish's CPU is this share of the wait
 T = TypeVar("T")
 
 Writer = Callable[[Callable[[duckdb.DuckDBPyConnection], T], duckdb.DuckDBPyConnection], T]
 Source = Callable[[str], str]  # a journaled table's name -> the SQL relation its unpublished rows come from
+
+
+def publish_wait(cpu_s: float) -> float:
+    """How long the background publisher waits after a publish that took ``cpu_s`` of CPU."""
+    return min(PUBLISH_MAX_INTERVAL_S, max(PUBLISH_INTERVAL_S, cpu_s / PUBLISH_CPU_SHARE))
 
 
 def _journal_columns() -> dict[str, str]:
@@ -140,6 +150,7 @@ class Journal:
         self.sealed: list[Segment] = []  # sealed, not yet published (a publish failed)
         self._keys: set[tuple[Any, ...]] = set()  # what the unpublished segments hold: each key is journaled once
         self.dirty = False  # rows journaled since the last publish began
+        self._cursor: duckdb.DuckDBPyConnection | None = None  # the publishes' own (a publish may run in any thread)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="journal-publisher", daemon=True)
         self._thread.start()
@@ -170,12 +181,15 @@ class Journal:
             return {key: s.requests[key] for key in keys for s in segments if key in s.requests}
 
     def _loop(self) -> None:
-        while not self._stop.wait(PUBLISH_INTERVAL_S):
+        wait = PUBLISH_INTERVAL_S
+        while not self._stop.wait(wait):
+            started = time.thread_time()
             try:
                 if self.dirty:
                     self.publish()
             except duckdb.Error:  # the next round, or close(), publishes it; the rows are safe in the journal
                 pass
+            wait = publish_wait(time.thread_time() - started)
 
     def _seal(self) -> list[Segment]:
         with self._append_lock:
@@ -193,11 +207,9 @@ class Journal:
             segments = self._seal()
             if not segments:
                 return 0
-            cur = cursor(self.con)
-            try:
-                added = publish_from(cur, jsonl_source([s.path for s in segments]), self.write)
-            finally:
-                cur.close()
+            if self._cursor is None:  # kept: a new cursor costs a USE and a SET
+                self._cursor = cursor(self.con)
+            added = publish_from(self._cursor, jsonl_source([s.path for s in segments]), self.write)
             with self._append_lock:
                 self.sealed = []  # all of them were published (only a publish, under self.lock, seals)
             for segment in segments:
@@ -212,6 +224,8 @@ class Journal:
         try:
             self.publish()
         finally:
+            if self._cursor is not None:
+                self._cursor.close()
             for segment in self.sealed:
                 segment.close()
             if self.open.size:

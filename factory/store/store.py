@@ -13,8 +13,7 @@ from __future__ import annotations
 import json
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -49,7 +48,7 @@ class CachedRequest:
     cost_usd: float
 
 
-FEW_KEYS = 200  # up to this many keys, a key lookup binds them as a list (see Store._with_keys)
+FEW_KEYS = 200  # up to this many keys, a key lookup writes them into its SQL (see Store._with_keys)
 
 
 def now() -> datetime:
@@ -120,17 +119,6 @@ class Store:
     def __enter__(self) -> Store:
         return self
 
-    @contextmanager
-    def single_threaded(self) -> Iterator[None]:
-        """Run this store's queries on one DuckDB thread for the block (generation: its queries are small, and
-        DuckDB's worker threads would only take CPU from a model server that shares the machine)."""
-        threads = self.con.execute("SELECT current_setting('threads')").fetchone()[0]
-        self.con.execute("SET threads = 1")
-        try:
-            yield
-        finally:
-            self.con.execute(f"SET threads = {int(threads)}")
-
     def __exit__(self, *exc: object) -> None:
         self.close()
 
@@ -194,18 +182,22 @@ class Store:
 
         return retrying(attempt)
 
-    def _with_keys(self, column: str, keys: Sequence[str], query: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
-        """``query(cur)`` on a cursor of its own in which the relation ``wanted`` holds ``keys`` (as ``column``):
-        bound as an Arrow table, 100k keys take milliseconds; as a list parameter, seconds. A few keys go in as
-        a list all the same (a run's first Arrow table costs ~70 ms: DuckDB imports pyarrow.dataset). No publish
-        first: the caller reads the journal itself where it must."""
+    def _with_keys(self, column: str, keys: Sequence[str], query: Callable[[duckdb.DuckDBPyConnection, str], T]
+                   ) -> T:
+        """``query(cur, wanted)`` on a cursor of its own, where ``wanted`` is a relation of ``keys`` (as
+        ``column``): many keys are bound as an Arrow table (100k keys take milliseconds; as a list parameter,
+        seconds), a few are written into the SQL as literals (a run's first Arrow table costs ~70 ms, DuckDB
+        imports pyarrow.dataset; a temp table or a list parameter, ~10 ms). No publish first: the caller reads
+        the journal itself where it must."""
         cur = cursor(self.con)  # views are per connection: another thread may look up keys at the same time
         try:
             if len(keys) <= FEW_KEYS:
-                cur.execute(f"CREATE TEMP TABLE wanted AS SELECT unnest(?::VARCHAR[]) AS {column}", [list(keys)])
+                literals = ", ".join("'" + str(k).replace("'", "''") + "'" for k in keys)
+                wanted = f"(SELECT unnest([{literals}]::VARCHAR[]) AS {column})"
             else:
                 cur.register("wanted", pa.table({column: pa.array(list(keys), pa.string())}))
-            return retrying(lambda: query(cur))
+                wanted = "wanted"
+            return retrying(lambda: query(cur, wanted))
         finally:
             cur.close()
 
@@ -313,8 +305,8 @@ class Store:
         if not keys:
             return {}
         sql = ("SELECT request_key, choices, prompt_tokens, completion_tokens, cost_usd FROM lake.llm_requests"
-               " WHERE request_key IN (SELECT request_key FROM wanted)")
-        rows = self._with_keys("request_key", keys, lambda cur: cur.execute(sql).fetchall())
+               " WHERE request_key IN (SELECT request_key FROM {})")
+        rows = self._with_keys("request_key", keys, lambda cur, wanted: cur.execute(sql.format(wanted)).fetchall())
         found = {r[0]: CachedRequest(r[0], json.loads(r[1]), r[2], r[3], r[4]) for r in rows}
         if self._journal is not None:
             for key, r in self._journal.unpublished_requests(k for k in keys if k not in found).items():
@@ -476,8 +468,8 @@ class Store:
 
         if not text_hashes:
             return {}
-        found = self._with_keys("text_hash", text_hashes, lambda cur: cur.execute(
-            "SELECT text_hash, vector FROM embeddings WHERE model = ? AND text_hash IN (SELECT text_hash FROM wanted)",
+        found = self._with_keys("text_hash", text_hashes, lambda cur, wanted: cur.execute(
+            f"SELECT text_hash, vector FROM embeddings WHERE model = ? AND text_hash IN (SELECT * FROM {wanted})",
             [model]).fetchnumpy())
         if not len(found["text_hash"]):
             return {}
