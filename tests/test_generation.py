@@ -152,9 +152,9 @@ def test_adaptive_concurrency_halves_on_overload(tmp_path: Path, db: Path, monke
     cuts: list[tuple[int, int]] = []  # the limit before and after each overload
     on_overload = AdaptiveLimiter.on_overload
 
-    def recording(self: AdaptiveLimiter) -> None:
+    def recording(self: AdaptiveLimiter, sent_after: int) -> None:
         before = self.limit
-        on_overload(self)
+        on_overload(self, sent_after)
         cuts.append((before, self.limit))
 
     monkeypatch.setattr(AdaptiveLimiter, "on_overload", recording)

@@ -103,14 +103,17 @@ class EngineStats:
 class AdaptiveLimiter:
     """Concurrency that grows while latency holds (or throughput still rises) and halves on overload.
 
-    Like TCP: the limit starts at ``start`` and doubles after each window of ``limit`` successes (slow start)
+    Like TCP: the limit starts at ``start`` (32, what a plain semaphore loop sends at once: a lower start left
+    a local server's queue empty for the first windows, a third of a 48-request job) and doubles after each
+    window of ``limit`` successes (slow start)
     until the first window in which latency no longer holds and throughput no longer rises, or the first
     overload; from then on it grows by a quarter per window whose mean latency is within ``tolerance`` x the
     best window seen, or whose throughput beat the previous window by 5% or more. A 429 or a timeout halves
-    it (at most once per 50 ms).
+    it, once per generation of sends (``cuts``): a request sent before the last cut was sent under the old
+    limit, and its overload does not cut again (TCP's one cut per round trip).
     """
 
-    def __init__(self, maximum: int, start: int = 8, tolerance: float = 1.5):
+    def __init__(self, maximum: int, start: int = 32, tolerance: float = 1.5):
         self.maximum = maximum
         self.limit = min(start, maximum)
         self.tolerance = tolerance
@@ -121,7 +124,7 @@ class AdaptiveLimiter:
         self._window_started = time.monotonic()
         self._best_latency = float("inf")
         self._last_rate = 0.0
-        self._last_cut = 0.0
+        self.cuts = 0  # how many times the limit was halved; a send remembers the count it was sent under
 
     async def __aenter__(self) -> None:
         async with self._cond:
@@ -149,14 +152,14 @@ class AdaptiveLimiter:
         self._last_rate = rate
         self._window, self._window_started = [], time.monotonic()
 
-    def on_overload(self) -> None:
-        now = time.monotonic()
+    def on_overload(self, sent_after: int) -> None:
+        """An overload of a request sent after ``sent_after`` cuts."""
         self.slow_start = False
-        if now - self._last_cut > 0.05:
+        if sent_after == self.cuts:
             self.limit = max(1, self.limit // 2)
-            self._last_cut = now
+            self.cuts += 1
             self._best_latency = float("inf")
-        self._window, self._window_started = [], now
+        self._window, self._window_started = [], time.monotonic()
 
 
 class RequestWriter:
@@ -321,14 +324,14 @@ class Engine:
         raise AssertionError("unreachable")
 
     async def _send_once(self, request: LLMRequest, attempts: int) -> Completion:
-        started = time.monotonic()
+        started, cuts = time.monotonic(), self.limiter.cuts
         self.stats.sent += 1
         try:
             response = await self.client.create(request.model, request.messages, request.params)
             choices = _choice_texts(response)
         except OVERLOAD:
             self.stats.overloads += 1
-            self.limiter.on_overload()
+            self.limiter.on_overload(cuts)
             raise
         except FATAL as exc:
             raise FatalEndpointError(f"{type(exc).__name__}: {exc.message}") from None
