@@ -962,7 +962,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     load = os.getloadavg()
     print(f"store benchmark: {args.commits} commits x {COMMIT_SIZE} completions per writer, {WRITERS} writer"
           f" processes; duckdb {duckdb.__version__}, python {platform.python_version()}, {os.cpu_count()} CPUs,"
-          f" load average {load[0]:.1f}; publish interval {journal_module.PUBLISH_INTERVAL_S:g} s", flush=True)
+          f" load average {load[0]:.1f}; publish interval {journal_module.PUBLISH_MIN_INTERVAL_S:g}"
+          f"-{journal_module.PUBLISH_MAX_INTERVAL_S:g} s", flush=True)
     backends = Backends(not args.no_postgres)
     print(f"PostgreSQL: {backends.pg_skip or 'throwaway server ' + backends.pg_version}", flush=True)
     count_lake_writes()

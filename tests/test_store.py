@@ -152,8 +152,8 @@ def test_store_threads_are_fixed_from_the_environment(tmp_path: Path, monkeypatc
 
 
 def test_background_publishes_wait_in_proportion_to_their_cpu() -> None:
-    from factory.store.journal import PUBLISH_INTERVAL_S, PUBLISH_MAX_INTERVAL_S, publish_wait
+    from factory.store.journal import PUBLISH_MIN_INTERVAL_S, PUBLISH_MAX_INTERVAL_S, publish_wait
 
-    assert publish_wait(0.0) == PUBLISH_INTERVAL_S  # nothing to publish, or a cheap publish: the shortest wait
+    assert publish_wait(0.0) == PUBLISH_MIN_INTERVAL_S  # nothing to publish, or a cheap publish: the shortest wait
     assert publish_wait(0.1) == pytest.approx(20.0)  # ~0.1 s of CPU is 0.5% of a 20 s wait
     assert publish_wait(5.0) == PUBLISH_MAX_INTERVAL_S  # never longer: other readers see samples within it

@@ -34,7 +34,7 @@ import duckdb
 from factory.store.lake import cursor
 from factory.store.schema import JOURNAL_RECORDS, UNIQUE_KEYS, RequestRecord, _Record, key_match, record_columns
 
-PUBLISH_INTERVAL_S = 5.0  # the shortest wait between two background publishes
+PUBLISH_MIN_INTERVAL_S = 5.0  # the shortest wait between two background publishes
 PUBLISH_MAX_INTERVAL_S = 30.0  # the longest: another reader sees a run's samples within this
 PUBLISH_CPU_SHARE = 0.005  # between those, wait until the last publish's CPU is this share of the wait
 T = TypeVar("T")
@@ -45,7 +45,7 @@ Source = Callable[[str], str]  # a journaled table's name -> the SQL relation it
 
 def publish_wait(cpu_s: float) -> float:
     """How long the background publisher waits after a publish that took ``cpu_s`` of CPU."""
-    return min(PUBLISH_MAX_INTERVAL_S, max(PUBLISH_INTERVAL_S, cpu_s / PUBLISH_CPU_SHARE))
+    return min(PUBLISH_MAX_INTERVAL_S, max(PUBLISH_MIN_INTERVAL_S, cpu_s / PUBLISH_CPU_SHARE))
 
 
 def _journal_columns() -> dict[str, str]:
@@ -181,7 +181,7 @@ class Journal:
             return {key: s.requests[key] for key in keys for s in segments if key in s.requests}
 
     def _loop(self) -> None:
-        wait = PUBLISH_INTERVAL_S
+        wait = PUBLISH_MIN_INTERVAL_S
         while not self._stop.wait(wait):
             started = time.thread_time()
             try:
