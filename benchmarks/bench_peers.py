@@ -21,8 +21,10 @@ exact messages and parameters, which the instant section verifies from the serve
 
 Sections:
 
-1. ``llm``: the real llama-server with SmolLM2 (``-np 8 -t 2``), jobs of ``--llm-sizes`` requests; completion
-   tokens/s, each tool's ratio to the bare loop of the same round (median over rounds), and client CPU.
+1. ``llm``: the real llama-server with SmolLM2 (``-np 8 -t 2``, and enough HTTP threads to read every
+   connection: ``factory.generation.llm.server.HTTP_THREADS``), jobs of ``--llm-sizes`` requests; completion
+   tokens/s, each tool's ratio to the bare loop of the same round (median over rounds, with the lowest and
+   highest), client CPU, and the factory against each peer head to head (per round, the median).
 2. ``instant``: an instant OpenAI-protocol responder (separate process), jobs of ``--instant-sizes``: requests/s
    and client CPU per request, i.e. the per-request overhead of each tool.
 
@@ -370,32 +372,45 @@ def summarize(title: str, results: dict[str, list[dict[str, Any]]], tools: list[
             return None
         return (r.get("completion_tokens") or 0) / r["wall_s"] if metric == "tok/s" else r["n"] / r["wall_s"]
 
-    bare = {r["round"]: value(r) for r in results.get("bare", [])}
+    by_round = {name: {r["round"]: value(r) for r in rs if "error" not in r} for name, rs in results.items()}
     ratios: dict[str, float] = {}
     rows = []
     for name, rs in results.items():
         ok = [r for r in rs if "error" not in r]
         if not ok:
-            rows.append([name, "failed: " + rs[0]["error"][:80], "", "", "", "", ""])
+            rows.append([name, "failed: " + rs[0]["error"][:80], "", "", "", "", "", ""])
             continue
-        per_round = [value(r) / bare[r["round"]] for r in ok if bare.get(r["round"])]
+        per_round = _per_round(by_round[name], by_round.get("bare", {}))
         ratios[name] = statistics.median(per_round) if per_round else float("nan")
         rows.append([name, ok[0].get("version", "?"), f"{statistics.median(r['wall_s'] for r in ok):.2f}",
                      f"{statistics.median(value(r) for r in ok):,.1f}",
                      f"{1e3 * statistics.median(r['cpu_s'] / r['n'] for r in ok):.2f}",
-                     f"{ratios[name]:.3f}", ok[0].get("bodies", "")])
+                     f"{ratios[name]:.3f}", _spread(per_round), ok[0].get("bodies", "")])
     for t in tools:
         if t.skipped:
-            rows.append([t.name, f"skipped: {t.skipped}", "", "", "", "", ""])
-    table(title, ["tool", "version", "wall s", metric, "CPU ms/req", "x bare", "bodies"], rows, left=(0, 1, 6))
-    peers = {n: v for n, v in ratios.items() if n in WORKERS}
-    if "attrfactory" in ratios and peers:
-        best = max(peers, key=lambda n: peers[n])
-        print(f"attrfactory / best peer ({best}): {ratios['attrfactory'] / peers[best]:.3f}   [goal >= 1.0]")
+            rows.append([t.name, f"skipped: {t.skipped}", "", "", "", "", "", ""])
+    table(title, ["tool", "version", "wall s", metric, "CPU ms/req", "x bare", "rounds", "bodies"], rows,
+          left=(0, 1, 6, 7))
+    head_to_head = {n: _per_round(by_round.get("attrfactory", {}), by_round[n]) for n in by_round if n in WORKERS}
+    head_to_head = {n: v for n, v in head_to_head.items() if v}
+    if head_to_head:  # the best peer is the one the factory beats by least, round by round
+        best = min(head_to_head, key=lambda n: statistics.median(head_to_head[n]))
+        print(f"attrfactory / best peer ({best}): {statistics.median(head_to_head[best]):.3f}   [goal >= 1.0]  "
+              f"(rounds {_spread(head_to_head[best])})")
     if "attrfactory" in ratios:
         print(f"attrfactory / bare loop: {ratios['attrfactory']:.3f}   [goal >= 0.97]")
         factory_breakdown([r for r in results["attrfactory"] if "error" not in r])
     return ratios
+
+
+def _per_round(tool: dict[int, float | None], reference: dict[int, float | None]) -> list[float]:
+    """``tool``'s value over ``reference``'s, in each round where both finished."""
+    return [v / reference[k] for k, v in tool.items() if v and reference.get(k)]
+
+
+def _spread(ratios: list[float]) -> str:
+    """The lowest and highest of per-round ratios, and how many rounds they come from."""
+    return f"{min(ratios):.2f}-{max(ratios):.2f} of {len(ratios)}" if ratios else "none"
 
 
 def factory_breakdown(runs: list[dict[str, Any]]) -> None:

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from factory.generation.llm.server import HTTP_THREADS
 from factory.spec import Spec, SpecError, load_spec
 from factory.store import Store, StoreError, StoreLocation
 from factory.store.leases import holders
@@ -533,12 +534,14 @@ def train(spec: SpecArg, db: DbOpt = None,
 def serve(port: Annotated[int, typer.Option(help="port")] = 8104,
           parallel: Annotated[int, typer.Option(help="parallel slots")] = 4,
           host: Annotated[str, typer.Option(help="address to listen on (e.g. a cluster bridge's gateway, for pods)")]
-          = "127.0.0.1") -> None:
+          = "127.0.0.1",
+          http_threads: Annotated[int, typer.Option(min=1, help="connections whose requests are read at once (all "
+                                                                 "clients' concurrency together)")] = HTTP_THREADS) -> None:
     """Run the embedded offline model (llama-server + SmolLM2) as an OpenAI-compatible endpoint."""
     from factory.generation.llm.server import ServerError, local_server
 
     try:
-        with local_server(port=port, parallel=parallel, host=host) as server:
+        with local_server(port=port, parallel=parallel, host=host, http_threads=http_threads) as server:
             console.print(f"serving {server.model} at {server.base_url} (Ctrl-C to stop)")
             signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
             while server.process.poll() is None:

