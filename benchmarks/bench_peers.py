@@ -425,12 +425,12 @@ def factory_breakdown(runs: list[dict[str, Any]]) -> None:
 
 
 @contextmanager
-def llm_server(parallel: int, threads: int) -> Iterator[tuple[str, str] | None]:
+def llm_server(parallel: int, threads: int, http_threads: int | None) -> Iterator[tuple[str, str] | None]:
     """llama-server's (base_url, model), or None (and the reason printed) where it cannot start."""
-    from factory.generation.llm.server import ServerError, local_server
+    from factory.generation.llm.server import HTTP_THREADS, ServerError, local_server
 
     try:
-        with local_server(parallel=parallel, threads=threads) as server:
+        with local_server(parallel=parallel, threads=threads, http_threads=http_threads or HTTP_THREADS) as server:
             yield server.base_url, server.model
     except ServerError as exc:
         print(f"skipped: {exc}")
@@ -454,8 +454,11 @@ def section(name: str, args: argparse.Namespace, sizes: list[int], folder: Path,
         server_cm: Any = spawn(latency_s=0.0)
         what = "instant OpenAI-protocol responder (tests/fault_server.py, separate process)"
     else:
-        server_cm = llm_server(args.parallel, args.threads)
-        what = f"llama-server with SmolLM2 (-np {args.parallel} -t {args.threads})"
+        server_cm = llm_server(args.parallel, args.threads, args.http_threads)
+        from factory.generation.llm.server import HTTP_THREADS
+
+        http = max(args.http_threads or HTTP_THREADS, args.parallel + 2)
+        what = f"llama-server with SmolLM2 (-np {args.parallel} -t {args.threads} --threads-http {http})"
     runnable = sum(t.skipped is None for t in tools)
     rounds = args.rounds or square_rounds(runnable)
     print(f"\n=== {name}: {what}; jobs of {', '.join(map(str, sizes))} requests, max_tokens {args.max_tokens}, "
@@ -484,6 +487,8 @@ def main() -> None:
     p.add_argument("--max-tokens", type=int, default=64)
     p.add_argument("--parallel", type=int, default=8, help="llama-server slots (-np)")
     p.add_argument("--threads", type=int, default=2, help="llama-server threads (-t)")
+    p.add_argument("--http-threads", type=int, default=None,
+                   help="llama-server HTTP threads (default: the factory's embedded server's, HTTP_THREADS)")
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds one tool may take for one job")
     p.add_argument("--curator-python", default=None)
     p.add_argument("--datadesigner-python", default=None)

@@ -79,6 +79,9 @@ def counts(url: str) -> dict[str, int]:
 
 
 VARYING = {"writer_token", "leases", "meta"}  # bookkeeping, not data
+# one row per distinct text: how many of a real model's texts coincide changes between two passes of the same
+# requests (its batching and prompt cache change its numerics), so this table is checked for duplicates instead
+TEXT_DEPENDENT = {"embeddings"}
 
 
 @pytest.mark.llm
@@ -97,11 +100,11 @@ def test_four_concurrent_runs_leave_what_sequential_runs_leave(llm_server, store
                                       cwd=tmp_path))
         assert code == 0, output
     apart = counts(str(alone))
-    assert {t: n for t, n in together.items() if t not in VARYING} == {
-        t: n for t, n in apart.items() if t not in VARYING}
+    assert {t: n for t, n in together.items() if t not in VARYING | TEXT_DEPENDENT} == {
+        t: n for t, n in apart.items() if t not in VARYING | TEXT_DEPENDENT}
     with Store(store_url, read_only=True) as store:
         for table, key in (("samples", "sample_id"), ("llm_requests", "request_key"), ("prompts", "prompt_hash"),
-                           ("specs", "spec_hash"), ("runs", "run_id")):
+                           ("specs", "spec_hash"), ("runs", "run_id"), ("embeddings", "(model, text_hash)")):
             assert store.sql(f"SELECT count(*) = count(DISTINCT {key}) FROM {table}") == [(True,)], table
         assert {v["spec_name"] for v in store.versions()} == set(names)
         assert together["samples"] == 4 * 2 * 2 and together["leases"] == 0

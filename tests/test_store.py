@@ -16,6 +16,7 @@ import pytest
 
 from factory.spec import parse_spec
 from factory.store import SCHEMA_VERSION, PromptRecord, RequestRecord, SampleRecord, Store, StoreError
+from factory.store.store import FEW_KEYS
 
 SPEC = parse_spec("name: tiny\ndomain: note\nclasses: [a, b]\n")
 
@@ -77,6 +78,9 @@ def test_completions_are_idempotent_and_export(db: Path, tmp_path: Path) -> None
             store.save_completions(records)
         assert store.table_counts()["samples"] == 1
         assert store.cached_requests(["k1", "nope"])["k1"].choices == ["hello world"]
+        store.publish()
+        many = [f"absent-{i}" for i in range(FEW_KEYS)] + ["k1", "it's"]  # past FEW_KEYS: bound as an Arrow table
+        assert store.cached_requests(many).keys() == store.cached_requests(many[-2:]).keys() == {"k1"}
         assert store.spend_for_spec(SPEC.hash) == {"requests": 1, "tokens": 13, "usd": 0.5}
         store.finish_run(run_id, "done")
         assert store.runs("tiny")[0]["cost_usd"] == 0.5
@@ -152,8 +156,10 @@ def test_store_threads_are_fixed_from_the_environment(tmp_path: Path, monkeypatc
 
 
 def test_background_publishes_wait_in_proportion_to_their_cpu() -> None:
-    from factory.store.journal import PUBLISH_MIN_INTERVAL_S, PUBLISH_MAX_INTERVAL_S, publish_wait
+    from factory.store.journal import (ASSUMED_PUBLISH_CPU_S, PUBLISH_MAX_INTERVAL_S, PUBLISH_MIN_INTERVAL_S,
+                                       publish_wait)
 
     assert publish_wait(0.0) == PUBLISH_MIN_INTERVAL_S  # nothing to publish, or a cheap publish: the shortest wait
     assert publish_wait(0.1) == pytest.approx(20.0)  # ~0.1 s of CPU is 0.5% of a 20 s wait
     assert publish_wait(5.0) == PUBLISH_MAX_INTERVAL_S  # never longer: other readers see samples within it
+    assert publish_wait(ASSUMED_PUBLISH_CPU_S) > PUBLISH_MIN_INTERVAL_S  # a short job does not pay for a first one

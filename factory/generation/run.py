@@ -24,6 +24,7 @@ from factory.store import SampleRecord, Store
 from factory.store.housekeeping import maybe_compact
 
 PREFETCH_CHUNK = 2000  # cache lookups per query while streaming the plan
+FIRST_CHUNK = 64  # the first chunk is small, so the first requests go out before the rest is rendered
 
 
 @dataclass
@@ -48,6 +49,7 @@ class Generator:
                  on_sample: Callable[[int], None] = lambda n: None):
         self.spec, self.run_id, self.engine, self.writer = spec, run_id, engine, writer
         self.report = report
+        self.spec_hash = spec.hash  # computed from the whole spec on each access: once a run, not twice a sample
         self.renderer = PromptRenderer(spec)
         self.on_sample = on_sample
         self.conversational = method_for(spec).conversational
@@ -59,7 +61,7 @@ class Generator:
             refusal = is_refusal(text)
             self.report.refusals += refusal
             self.writer.put(SampleRecord(
-                sample_id=digest([self.spec.hash, request.key, choice])[:24], spec_hash=self.spec.hash,
+                sample_id=digest([self.spec_hash, request.key, choice])[:24], spec_hash=self.spec_hash,
                 run_id=self.run_id, class_=item.class_name, text=text,
                 attributes=json.dumps(item.attributes, sort_keys=True), seed=item.seed, sample_index=index + choice,
                 choice_index=choice, method=self.spec.generation.method, prompt_hash=request.prompt_hash,
@@ -101,12 +103,14 @@ class RunResult:
 
 
 def _jobs(plan: Plan, engine: Engine, generator: Generator) -> Iterator[Callable[[], Any]]:
-    """The plan's jobs, streamed: each chunk's cached completions are fetched in one query first."""
-    units = iter(plan)
-    while chunk := list(islice(units, PREFETCH_CHUNK)):
+    """The plan's jobs, streamed: each chunk's cached completions are fetched in one query first. Chunks
+    double from ``FIRST_CHUNK`` to ``PREFETCH_CHUNK`` units."""
+    units, size = iter(plan), FIRST_CHUNK
+    while chunk := list(islice(units, size)):
         if not plan.method.conversational:
             engine.prefetch(plan.request(u).key for u in chunk)
         yield from (generator.job(u) for u in chunk)
+        size = min(PREFETCH_CHUNK, 2 * size)
 
 
 async def generate_async(plan: Plan, store: Store, run_id: str, endpoint: Endpoint,

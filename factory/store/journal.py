@@ -37,6 +37,7 @@ from factory.store.schema import JOURNAL_RECORDS, UNIQUE_KEYS, RequestRecord, _R
 PUBLISH_MIN_INTERVAL_S = 5.0  # the shortest wait between two background publishes
 PUBLISH_MAX_INTERVAL_S = 30.0  # the longest: another reader sees a run's samples within this
 PUBLISH_CPU_SHARE = 0.005  # between those, wait until the last publish's CPU is this share of the wait
+ASSUMED_PUBLISH_CPU_S = 0.1  # what the first wait assumes a publish costs (a 48-request job then publishes once)
 T = TypeVar("T")
 
 Writer = Callable[[Callable[[duckdb.DuckDBPyConnection], T], duckdb.DuckDBPyConnection], T]
@@ -181,7 +182,7 @@ class Journal:
             return {key: s.requests[key] for key in keys for s in segments if key in s.requests}
 
     def _loop(self) -> None:
-        wait = PUBLISH_MIN_INTERVAL_S
+        wait = publish_wait(ASSUMED_PUBLISH_CPU_S)
         while not self._stop.wait(wait):
             started = time.thread_time()
             try:
