@@ -427,10 +427,10 @@ def factory_breakdown(runs: list[dict[str, Any]]) -> None:
 @contextmanager
 def llm_server(parallel: int, threads: int, http_threads: int | None) -> Iterator[tuple[str, str] | None]:
     """llama-server's (base_url, model), or None (and the reason printed) where it cannot start."""
-    from factory.generation.llm.server import HTTP_THREADS, ServerError, local_server
+    from factory.generation.llm.server import ServerError, local_server
 
     try:
-        with local_server(parallel=parallel, threads=threads, http_threads=http_threads or HTTP_THREADS) as server:
+        with local_server(parallel=parallel, threads=threads, http_threads=http_threads) as server:
             yield server.base_url, server.model
     except ServerError as exc:
         print(f"skipped: {exc}")
@@ -455,9 +455,9 @@ def section(name: str, args: argparse.Namespace, sizes: list[int], folder: Path,
         what = "instant OpenAI-protocol responder (tests/fault_server.py, separate process)"
     else:
         server_cm = llm_server(args.parallel, args.threads, args.http_threads)
-        from factory.generation.llm.server import HTTP_THREADS
+        from factory.generation.llm.server import http_threads_for
 
-        http = max(args.http_threads or HTTP_THREADS, args.parallel + 2)
+        http = http_threads_for(args.parallel, args.http_threads)
         what = f"llama-server with SmolLM2 (-np {args.parallel} -t {args.threads} --threads-http {http})"
     runnable = sum(t.skipped is None for t in tools)
     rounds = args.rounds or square_rounds(runnable)

