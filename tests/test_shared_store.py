@@ -339,6 +339,50 @@ def test_export_of_version_n_after_version_n_plus_1(db: Path, tmp_path: Path) ->
         assert old.sample_count(TINY.hash) == 5
 
 
+def test_a_run_closes_in_the_commit_that_publishes_its_last_rows_and_records_its_version(db: Path) -> None:
+    with Store(db) as store:
+        store.record_spec(TINY, "yaml")
+        run = store.start_run(TINY)
+        store.save_completions(_records(range(5)))
+        before = store.snapshot_id()
+        store.finish_run(run, "done")
+        (version,) = store.versions("tiny")
+        assert store.snapshot_id() == before + 1 == version["snapshot_id"]  # one commit: rows, run, version
+        assert version["kept"] is None and version["samples"] == 5  # not filtered yet
+    with Store(db, snapshot=version["snapshot_id"]) as old:
+        assert old.sample_count(TINY.hash) == 5 and old.runs("tiny")[0]["status"] == "done"
+
+
+def test_a_version_is_recorded_again_where_another_commit_lands_inside_the_closing_one(
+        postgres_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A version names the snapshot its closing commit makes, predicted inside that commit; a commit that
+    takes no writer token (compaction's) can land in between on a PostgreSQL catalog (on SQLite's, commits
+    wait for each other), and then the version is recorded again, at a snapshot that holds the run."""
+    monkeypatch.setenv("FACTORY_DATA_PATH", str(tmp_path / "lake-data"))
+    monkeypatch.setenv("FACTORY_JOURNAL_DIR", str(tmp_path / "journals"))
+    with Store(f"postgres:{postgres_db}") as store:
+        store.record_spec(TINY, "yaml")
+        other, save_version, injected = store.cursor(), Store._save_version, []
+
+        def with_a_commit_inside(con, *args, **kwargs):  # type: ignore[no-untyped-def]
+            version = save_version(con, *args, **kwargs)
+            if not injected:  # once: a retried closing commit runs this again
+                other.execute("INSERT INTO meta VALUES ('probe', 'x')")  # its own commit, in the middle of ours
+                injected.append(other.execute("SELECT id FROM lake.current_snapshot()").fetchone()[0])
+            return version
+
+        run = store.start_run(TINY)
+        store.save_completions(_records(range(4)))
+        with monkeypatch.context() as patched:
+            patched.setattr(Store, "_save_version", staticmethod(with_a_commit_inside))
+            store.finish_run(run, "done")
+        (version,) = store.versions("tiny")
+        assert version["run_id"] == run and version["samples"] == 4 and version["snapshot_id"] > injected[0]
+        snapshot = version["snapshot_id"]
+    with Store(f"postgres:{postgres_db}", snapshot=snapshot) as old:
+        assert old.sample_count(TINY.hash) == 4
+
+
 def test_many_small_commits_compact_to_few_files_and_snapshots(db: Path) -> None:
     with Store(db) as store:
         for start in range(0, 400, 20):

@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 
 import duckdb
 
-from factory.store.lake import cursor
+from factory.store.lake import cursor, last_commit
 from factory.store.schema import JOURNAL_RECORDS, UNIQUE_KEYS, RequestRecord, _Record, key_match, record_columns
 
 PUBLISH_MIN_INTERVAL_S = 5.0  # the shortest wait between two background publishes
@@ -64,19 +64,22 @@ def jsonl_source(paths: Sequence[Path]) -> Source:
     return lambda table: f"(SELECT * FROM {read} WHERE \"table\" = '{table}')"
 
 
-def publish_from(con: duckdb.DuckDBPyConnection, source: Source, write: Writer[int]) -> int:
-    """Insert the rows of ``source`` whose keys the lake lacks (one row per key), in one lake commit; return
-    how many were new there."""
+def publish_from(con: duckdb.DuckDBPyConnection, source: Source | None, write: Writer[int],
+                 then: Callable[[duckdb.DuckDBPyConnection], None] | None = None) -> int:
+    """Insert the rows of ``source`` whose keys the lake lacks (one row per key), then run ``then`` (if given),
+    in one lake commit; return how many rows were new there."""
 
     def insert(c: duckdb.DuckDBPyConnection) -> int:
         added = 0
-        for table, kind in JOURNAL_RECORDS.items():
+        for table, kind in JOURNAL_RECORDS.items() if source is not None else ():
             columns = ", ".join(f'"{name}"' for name in record_columns(kind))
             keys = ", ".join(f"p.{k}" for k in UNIQUE_KEYS[table])
             added += c.execute(
                 f"INSERT INTO lake.{table} BY NAME SELECT {columns} FROM {source(table)} p WHERE NOT EXISTS"
                 f" (SELECT 1 FROM lake.{table} l WHERE {key_match(table, 'p', 'l')})"
                 f" QUALIFY row_number() OVER (PARTITION BY {keys}) = 1").fetchone()[0]
+        if then is not None:
+            then(c)
         return added
 
     return write(insert, con)
@@ -202,20 +205,32 @@ class Journal:
                 self._keys = set()  # what is sealed is checked against the lake when it is published
             return list(self.sealed)
 
-    def publish(self) -> int:
-        """Publish the sealed segments and the open one (sealed first); return the rows new in the lake."""
+    def publish(self, then: Callable[[duckdb.DuckDBPyConnection], None] | None = None) -> int:
+        """Publish the sealed segments and the open one (sealed first), and run ``then`` (if given: a caller's
+        writes that belong with them, such as closing a run) in the same lake commit; return the rows new in
+        the lake."""
         with self.lock:
             segments = self._seal()
-            if not segments:
+            if not segments and then is None:
                 return 0
-            if self._cursor is None:  # kept: a new cursor costs a USE and a SET
-                self._cursor = cursor(self.con)
-            added = publish_from(self._cursor, jsonl_source([s.path for s in segments]), self.write)
+            added = publish_from(self.cursor(), jsonl_source([s.path for s in segments]) if segments else None,
+                                 self.write, then)
             with self._append_lock:
                 self.sealed = []  # all of them were published (only a publish, under self.lock, seals)
             for segment in segments:
                 segment.delete()
             return added
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        """The publishes' own connection (kept: a new cursor costs a USE and a SET)."""
+        if self._cursor is None:
+            self._cursor = cursor(self.con)
+        return self._cursor
+
+    def last_commit(self) -> int | None:
+        """The snapshot of this journal's newest publish (None before the first)."""
+        with self.lock:
+            return last_commit(self.cursor())
 
     def close(self) -> None:
         """Publish what is left and delete the journal's files (a segment that failed to publish is kept,

@@ -169,6 +169,12 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, duckdb.Error) and any(t in str(exc) for t in TRANSIENT)
 
 
+def last_commit(con: duckdb.DuckDBPyConnection) -> int | None:
+    """The snapshot of the newest commit made on ``con`` (None if it made none)."""
+    row = con.execute(f"SELECT id FROM {LAKE}.last_committed_snapshot()").fetchone()
+    return None if row is None else row[0]
+
+
 def retrying(fn: Callable[[], T], deadline_s: float = 120.0) -> T:
     """``fn()``, retried with jittered exponential backoff while it fails transiently (up to ``deadline_s``)."""
     started, delay = time.monotonic(), 0.005

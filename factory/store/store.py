@@ -24,7 +24,7 @@ import pyarrow as pa
 
 from factory.spec import Spec
 from factory.store.journal import Journal, recover
-from factory.store.lake import SHARED, StoreError, StoreLocation, attach, cursor, retrying
+from factory.store.lake import SHARED, StoreError, StoreLocation, attach, cursor, last_commit, retrying
 from factory.store.schema import SCHEMA, SCHEMA_VERSION, UNIQUE_KEYS, Record, key_match
 
 T = TypeVar("T")
@@ -237,11 +237,13 @@ class Store:
 
     def finish_run(self, run_id: str, status: str, message: str = "", version: bool = True,
                    cached: int | None = None) -> None:
-        """Close a run (publishing its journal first: the version's snapshot holds all it wrote); its totals are
-        summed from the samples and requests it produced, ``cached`` (if given) is how many came from the cache.
-        A run that ended well leaves a dataset version in the same commit (unless ``version`` is false: a
-        shard's run holds part of the data; the run after all shards records the version)."""
-        self.publish()
+        """Close a run in the commit that publishes its journal (so the version's snapshot holds all it wrote);
+        its totals are summed from the samples and requests it produced, ``cached`` (if given) is how many came
+        from the cache. A run that ended well leaves a dataset version in the same commit (unless ``version`` is
+        false: a shard's run holds part of the data; the run after all shards records the version). The
+        version's filter counts are left to the filter stage (:meth:`replace_filter_decisions`)."""
+        versioned = version and status in ("done", "budget_stopped")
+        predicted: list[int] = []
 
         def close(con: duckdb.DuckDBPyConnection) -> None:
             name, spec_hash, *totals = con.execute(
@@ -252,10 +254,18 @@ class Store:
             con.execute("UPDATE runs SET status = ?, finished_at = ?, message = ?, cached = coalesce(?, cached),"
                         " requests = ?, prompt_tokens = ?, completion_tokens = ?, cost_usd = ? WHERE run_id = ?",
                         [status, now(), message, cached, *totals, run_id])
-            if version and status in ("done", "budget_stopped"):
-                self._save_version(con, name, spec_hash, run_id)
+            if versioned:  # at the snapshot this commit makes (snapshot ids count up by one a commit)
+                predicted[:] = [con.execute("SELECT id + 1 FROM lake.current_snapshot()").fetchone()[0]]
+                self._save_version(con, name, spec_hash, run_id, predicted[0], filtered=False)
 
-        self._write(close)
+        if self._journal is not None:
+            self._journal.publish(then=close)
+            made = self._journal.last_commit()
+        else:
+            self._write(close)
+            made = last_commit(self.con)
+        if versioned and made != predicted[0]:  # another commit came first (compaction takes no writer token)
+            self.record_version(run_id)  # at the newest snapshot, which holds all the run wrote
 
     def runs(self, spec_name: str | None = None) -> list[dict[str, Any]]:
         sql = "SELECT * FROM runs" + (" WHERE spec_name = ?" if spec_name else "") + " ORDER BY started_at"
@@ -684,13 +694,17 @@ class Store:
         return None if row is None else Store._save_version(con, *row)
 
     @staticmethod
-    def _save_version(con: duckdb.DuckDBPyConnection, name: str, spec_hash: str, run_id: str) -> int:
-        """Record (or update) the version run ``run_id`` of spec ``name`` leaves, at the current snapshot."""
-        snapshot = con.execute("SELECT id FROM lake.current_snapshot()").fetchone()[0]
+    def _save_version(con: duckdb.DuckDBPyConnection, name: str, spec_hash: str, run_id: str,
+                      snapshot: int | None = None, filtered: bool = True) -> int:
+        """Record (or update) the version run ``run_id`` of spec ``name`` leaves, at ``snapshot`` (default: the
+        current one), with the final filter's count of kept samples if ``filtered`` (else none: not filtered)."""
+        if snapshot is None:
+            snapshot = con.execute("SELECT id FROM lake.current_snapshot()").fetchone()[0]
+        kept = ("(SELECT CASE WHEN count(*) > 0 THEN count(*) FILTER (WHERE kept) END AS kept FROM filter_decisions"
+                " WHERE spec_hash = $1 AND filter = 'final')" if filtered else "(SELECT NULL::BIGINT AS kept)")
         samples, kept, existing, version = con.execute(
-            "SELECT s.n, f.kept, v.existing, v.next FROM (SELECT count(*) AS n FROM samples WHERE spec_hash = $1) s,"
-            " (SELECT CASE WHEN count(*) > 0 THEN count(*) FILTER (WHERE kept) END AS kept FROM filter_decisions"
-            " WHERE spec_hash = $1 AND filter = 'final') f, (SELECT max(version) FILTER (WHERE run_id = $2) AS existing,"
+            f"SELECT s.n, f.kept, v.existing, v.next FROM (SELECT count(*) AS n FROM samples WHERE spec_hash = $1) s,"
+            f" {kept} f, (SELECT max(version) FILTER (WHERE run_id = $2) AS existing,"
             " coalesce(max(version), 0) + 1 AS next FROM dataset_versions WHERE spec_name = $3) v",
             [spec_hash, run_id, name]).fetchone()
         if existing is not None:
