@@ -4,7 +4,6 @@ concurrent writers; on the embedded (SQLite) catalog and on a real PostgreSQL ca
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -24,6 +23,7 @@ from factory.spec import load_spec, parse_spec
 from factory.store import PromptRecord, RequestRecord, SampleRecord, Store, StoreError
 from factory.store.housekeeping import compact, data_files
 from factory.store.leases import Lease, LeaseHeld, holders
+from journal_rows import journaled
 
 SPEC = textwrap.dedent("""\
     name: NAME
@@ -185,13 +185,7 @@ def _persisted_anywhere(url: str, spec_hash: str) -> int:
             pass
     folder = Path(os.environ.get("FACTORY_JOURNAL_DIR") or Path(url) / "journals") if not url.startswith(
         "postgres:") else Path(os.environ["FACTORY_JOURNAL_DIR"])
-    for path in folder.glob("*.jsonl") if folder.is_dir() else []:
-        with contextlib.suppress(OSError):  # published and deleted meanwhile
-            for line in path.read_text().splitlines():
-                with contextlib.suppress(ValueError):  # the line being appended
-                    row = json.loads(line)
-                    total += row["table"] == "samples" and row["spec_hash"] == spec_hash
-    return total
+    return total + journaled(folder, "samples", lambda row: row["spec_hash"] == spec_hash)
 
 
 # ---- the store itself, without the model ----------------------------------------------------------

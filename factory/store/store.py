@@ -243,9 +243,10 @@ class Store:
         false: a shard's run holds part of the data; the run after all shards records the version). The
         version's filter counts are left to the filter stage (:meth:`replace_filter_decisions`)."""
         versioned = version and status in ("done", "budget_stopped")
-        predicted: list[int] = []
+        predicted: int | None = None  # the snapshot the closing commit makes, as its version records it
 
         def close(con: duckdb.DuckDBPyConnection) -> None:
+            nonlocal predicted
             name, spec_hash, *totals = con.execute(
                 "SELECT r.spec_name, r.spec_hash, t.* FROM runs r, (SELECT count(*), coalesce(sum(prompt_tokens), 0),"
                 " coalesce(sum(completion_tokens), 0), coalesce(sum(cost_usd), 0) FROM llm_requests"
@@ -255,16 +256,17 @@ class Store:
                         " requests = ?, prompt_tokens = ?, completion_tokens = ?, cost_usd = ? WHERE run_id = ?",
                         [status, now(), message, cached, *totals, run_id])
             if versioned:  # at the snapshot this commit makes (snapshot ids count up by one a commit)
-                predicted[:] = [con.execute("SELECT id + 1 FROM lake.current_snapshot()").fetchone()[0]]
-                self._save_version(con, name, spec_hash, run_id, predicted[0], filtered=False)
+                predicted = con.execute("SELECT id + 1 FROM lake.current_snapshot()").fetchone()[0]
+                self._save_version(con, name, spec_hash, run_id, predicted, filtered=False)
 
         if self._journal is not None:
             self._journal.publish(then=close)
-            made = self._journal.last_commit()
         else:
             self._write(close)
-            made = last_commit(self.con)
-        if versioned and made != predicted[0]:  # another commit came first (compaction takes no writer token)
+        if not versioned:
+            return
+        made = self._journal.last_commit() if self._journal is not None else last_commit(self.con)
+        if made != predicted:  # another commit came first (compaction takes no writer token)
             self.record_version(run_id)  # at the newest snapshot, which holds all the run wrote
 
     def runs(self, spec_name: str | None = None) -> list[dict[str, Any]]:

