@@ -5,7 +5,8 @@ Only for what a real server cannot do on demand (429/500/garbage/slow/dropped re
 concurrency limits) and as an instant responder. Plain asyncio with a minimal HTTP/1.1
 parser (keep-alive, Content-Length bodies): with uvloop (used by the CLI when installed) it
 answers ~18-21k req per CPU-second vs ~14k for a trivial starlette+uvicorn app. Endpoints: ``GET /v1/models``, ``GET /health``,
-``POST /v1/chat/completions`` (non-streaming), ``POST /_control``, ``GET /_stats``.
+``POST /v1/chat/completions`` (non-streaming), ``POST /_control``, ``GET /_stats``; the same in absolute form
+(``POST http://HOST/v1/...``), as an HTTP forward proxy receives them, counted per host.
 
     with FaultServer(rate_429=0.2, retry_after_s=0.05) as srv:
         client = openai.AsyncOpenAI(base_url=srv.base_url, api_key="x")
@@ -105,7 +106,7 @@ class FaultServer:
             self._stats = {k: 0 for k in ("total", "successes", "fault_429", "fault_500", "fault_garbage",
                                           "fault_disconnect", "fault_slow", "fault_overload", "bad_request",
                                           "max_in_flight")}
-            self._stats.update(sent_by_key={}, successes_by_key={}, sent_by_authorization={})
+            self._stats.update(sent_by_key={}, successes_by_key={}, sent_by_authorization={}, proxied_by_host={})
         return dataclasses.asdict(self.config)
 
     def _snapshot(self, keys: bool = True) -> dict[str, Any]:
@@ -131,8 +132,9 @@ class FaultServer:
 
     def stats(self, keys: bool = True) -> dict[str, Any]:
         """Counters: total, successes, fault_* per kind, in_flight, max_in_flight, bad_request and
-        (unless ``keys=False``) ``sent_by_key``/``successes_by_key`` keyed by :func:`request_key` and
-        ``sent_by_authorization`` (chat requests per ``Authorization`` header value)."""
+        (unless ``keys=False``) ``sent_by_key``/``successes_by_key`` keyed by :func:`request_key`,
+        ``sent_by_authorization`` (chat requests per ``Authorization`` header value) and ``proxied_by_host``
+        (requests sent to it as to an HTTP forward proxy, per the host they named)."""
         return self._on_loop(self._snapshot, keys)
 
     # ---- HTTP ----
@@ -169,6 +171,11 @@ class FaultServer:
             writer.close()
 
     async def _dispatch(self, method: str, target: str, body: bytes, auth: str = "") -> Reply:
+        if target.startswith("http://"):  # absolute-form: sent to it as to a forward proxy, which it answers as
+            host, _, rest = target.removeprefix("http://").partition("/")
+            by_host = self._stats["proxied_by_host"]
+            by_host[host] = by_host.get(host, 0) + 1
+            target = "/" + rest
         path, _, query = target.partition("?")
         if method == "POST" and path == "/v1/chat/completions":
             by_auth = self._stats["sent_by_authorization"]

@@ -75,3 +75,31 @@ def test_timeouts_and_dropped_or_refused_connections() -> None:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     assert isinstance(raised(lambda: ask(f"http://127.0.0.1:{port}/v1")), openai.APIConnectionError)
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_the_environment_proxy_is_used_unless_no_proxy_exempts_the_host(monkeypatch: pytest.MonkeyPatch,
+                                                                         tmp_path: Any) -> None:
+    """HTTP_PROXY routes the requests through the proxy (the fault server answers as one) with the bearer key
+    intact, even where ~/.netrc has a login for the host; NO_PROXY sends them straight to the host."""
+    endpoint = f"127.0.0.1:{_closed_port()}"  # only reachable through the proxy
+    (tmp_path / ".netrc").write_text("machine 127.0.0.1 login someone password netrc-secret\n")
+    tmp_path.joinpath(".netrc").chmod(0o600)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for name in ("NO_PROXY", "no_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    with FaultServer() as proxy:
+        monkeypatch.setenv("HTTP_PROXY", f"http://{proxy.host}:{proxy.port}")
+        completion = ask(f"http://{endpoint}/v1")
+        stats = proxy.stats()
+        assert completion["choices"][0]["message"]["content"] == expected_content(MESSAGES, 11, 0)
+        assert stats["proxied_by_host"] == {endpoint: 1}
+        assert stats["sent_by_authorization"] == {"Bearer sk-test": 1}
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        assert isinstance(raised(lambda: ask(f"http://{endpoint}/v1")), openai.APIConnectionError)
+        assert proxy.stats()["proxied_by_host"] == {endpoint: 1}

@@ -72,10 +72,14 @@ class Generator:
         self.report.new_samples += 0 if done.cached else n
         self.on_sample(n)
 
-    def job(self, item: Planned) -> Callable[[], Any]:
+    def job(self, item: Planned, request: LLMRequest | None = None) -> Callable[[], Any]:
+        """The unit's work: its one request (``request``, the plan's, where the caller has built it already:
+        its key is a hash of the whole prompt), or its conversation."""
         async def single() -> None:
-            n = min(self.spec.generation.n, self.spec.budget.samples_per_class - item.first_index)
-            request = make_request(self.spec, item.messages, item.seed, item.first_index, n)
+            nonlocal request
+            if request is None:
+                n = min(self.spec.generation.n, self.spec.budget.samples_per_class - item.first_index)
+                request = make_request(self.spec, item.messages, item.seed, item.first_index, n)
             self._samples(item, request, await self.engine.complete(request), item.first_index)
 
         async def conversation() -> None:
@@ -103,13 +107,16 @@ class RunResult:
 
 
 def _jobs(plan: Plan, engine: Engine, generator: Generator) -> Iterator[Callable[[], Any]]:
-    """The plan's jobs, streamed: each chunk's cached completions are fetched in one query first. Chunks
-    double from ``FIRST_CHUNK`` to ``PREFETCH_CHUNK`` units."""
+    """The plan's jobs, streamed: each chunk's cached completions are fetched in one query first (the requests
+    built for it are the ones the jobs send). Chunks double from ``FIRST_CHUNK`` to ``PREFETCH_CHUNK`` units."""
     units, size = iter(plan), FIRST_CHUNK
     while chunk := list(islice(units, size)):
-        if not plan.method.conversational:
-            engine.prefetch(plan.request(u).key for u in chunk)
-        yield from (generator.job(u) for u in chunk)
+        if plan.method.conversational:
+            yield from (generator.job(u) for u in chunk)
+        else:
+            requests = [plan.request(u) for u in chunk]
+            engine.prefetch(r.key for r in requests)
+            yield from (generator.job(u, r) for u, r in zip(chunk, requests))
         size = min(PREFETCH_CHUNK, 2 * size)
 
 

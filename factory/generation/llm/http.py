@@ -16,6 +16,8 @@ from typing import Any
 
 import aiohttp
 import openai
+from aiohttp.helpers import get_env_proxy_for_url
+from yarl import URL
 
 try:  # openai >= 3 builds its exceptions on httpx2, earlier versions on httpx
     import httpx2 as httpx
@@ -28,13 +30,25 @@ _STATUS_ERRORS: dict[int, type[openai.APIStatusError]] = {
     429: openai.RateLimitError}
 
 
+def env_proxy(url: str) -> dict[str, Any]:
+    """The environment's proxy for ``url`` (``HTTP_PROXY``/``HTTPS_PROXY`` unless ``NO_PROXY`` exempts its host),
+    (credentials in its URL included) as arguments of an aiohttp request; none where no proxy applies."""
+    try:
+        proxy, auth = get_env_proxy_for_url(URL(url))
+    except LookupError:
+        return {}
+    return {"proxy": proxy, **({"proxy_headers": {"Proxy-Authorization": auth.encode()}} if auth else {})}
+
+
 class MalformedResponse(RuntimeError):
     """The endpoint answered 200 with a body that is not a usable chat completion."""
 
 
 class ChatClient:
     """``POST {base_url}/chat/completions`` with keep-alive connections, a total timeout per request, and the
-    proxy settings of the environment (``HTTPS_PROXY``, ``NO_PROXY``), as the openai client has."""
+    proxy settings of the environment (``HTTP(S)_PROXY``, ``NO_PROXY``), as the openai client has. The proxy is
+    looked up once, when the session opens: aiohttp's ``trust_env`` looks it up (and ``~/.netrc``, whose login
+    would replace the bearer key) on a worker thread for every request, two thread hops a request."""
 
     def __init__(self, base_url: str, api_key: str, timeout_s: float = 120.0):
         self.base_url = base_url.rstrip("/")
@@ -43,14 +57,16 @@ class ChatClient:
         self._headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json",
                          "Accept": "application/json", "User-Agent": "attrfactory"}
         self._session: aiohttp.ClientSession | None = None
+        self._proxy: dict[str, Any] = {}
 
     def __repr__(self) -> str:  # never the key
         return f"ChatClient({self.base_url!r})"
 
     def _open(self) -> aiohttp.ClientSession:
         if self._session is None:  # in the running loop, on first use
+            self._proxy = env_proxy(self.url)
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0), headers=self._headers, trust_env=True,
+                connector=aiohttp.TCPConnector(limit=0), headers=self._headers,
                 timeout=aiohttp.ClientTimeout(total=self.timeout_s))
         return self._session
 
@@ -58,7 +74,7 @@ class ChatClient:
         """The decoded completion of ``{"model", "messages", **params}``; raises as the openai client does."""
         body = json.dumps({"model": model, "messages": messages, **params}).encode()
         try:
-            async with self._open().post(self.url, data=body, allow_redirects=False) as response:
+            async with self._open().post(self.url, data=body, allow_redirects=False, **self._proxy) as response:
                 content = await response.read()
                 status, headers = response.status, list(response.headers.items())
         except TimeoutError:
