@@ -3,9 +3,11 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY      = $(VENV)/bin/python
 PIP     = $(PY) -m pip
-# llama.cpp must not be built -march=native here (AMX CPUs crash it): portable AVX2 build.
+# llama.cpp must not be built -march=native here (AMX CPUs crash it): portable AVX2 build, of llama-server
+# alone (scripts/llama-server-only.cmake: not llama.cpp's other ~25 programs).
 LLAMA_CMAKE_ARGS = -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DGGML_NATIVE=OFF -DGGML_AVX2=ON \
-                   -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON -DLLAMA_CURL=OFF
+                   -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON -DLLAMA_CURL=OFF \
+                   -DCMAKE_PROJECT_INCLUDE='$(CURDIR)/scripts/llama-server-only.cmake'
 SPEC   ?= specs/example-minimal.yaml
 DEMO_SAMPLES ?= 2
 

@@ -1,8 +1,8 @@
 """The engine's HTTP client: OpenAI's chat-completions protocol over one aiohttp session.
 
-``openai.AsyncOpenAI`` spends ~2 ms of CPU on each request (its request building, httpx and the pydantic
-response models): ~500 requests/s on a core, and CPU taken from a model server that shares the machine. This
-client sends the same JSON body with the same bearer token in ~0.6 ms (1,800-1,900 requests/s in
+``openai.AsyncOpenAI`` spends ~1-3 ms of CPU on each request (its request building, httpx and the pydantic
+response models): ~500-900 requests/s, and CPU taken from a model server that shares the machine. This
+client sends the same JSON body with the same bearer token in ~0.1 ms (~11,000 requests/s in
 ``benchmarks/bench_peers.py``, the responder sharing the two cores), and answers the same way: the decoded
 completion, or the ``openai`` package's own exception for each failure (status errors by code with the
 response's headers, so ``Retry-After`` reads as before; timeouts; connection errors). The engine's retries,
