@@ -35,6 +35,12 @@ def raised(call: Callable[[], Awaitable[Any]] | Callable[[], Any]) -> BaseExcept
     return info.value
 
 
+def _closed_port() -> int:
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def test_sends_the_exact_body_with_the_bearer_key() -> None:
     with FaultServer() as server:
         completion = ask(server.base_url)
@@ -71,16 +77,7 @@ def test_timeouts_and_dropped_or_refused_connections() -> None:
     with FaultServer(rate_disconnect=1.0) as server:
         dropped = raised(lambda: ask(server.base_url))
     assert isinstance(dropped, openai.APIConnectionError) and not isinstance(dropped, openai.APITimeoutError)
-    with socket.socket() as sock:  # a port nobody listens on
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    assert isinstance(raised(lambda: ask(f"http://127.0.0.1:{port}/v1")), openai.APIConnectionError)
-
-
-def _closed_port() -> int:
-    with socket.socket() as sock:  # a port nobody listens on
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    assert isinstance(raised(lambda: ask(f"http://127.0.0.1:{_closed_port()}/v1")), openai.APIConnectionError)
 
 
 def test_the_environment_proxy_is_used_unless_no_proxy_exempts_the_host(monkeypatch: pytest.MonkeyPatch,

@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from itertools import islice
-from typing import Any
 
 from factory.generation.llm.budget import Budget
 from factory.generation.llm.client import Endpoint, EndpointProvider, open_engine
 from factory.generation.llm.engine import Completion, Engine, LLMRequest, RequestWriter, digest
-from factory.generation.methods import method_for
 from factory.generation.plan import Plan, Planned, make_request, request_seed
 from factory.generation.progress import EngineProgress
 from factory.generation.prompts import PromptRenderer
@@ -52,7 +50,6 @@ class Generator:
         self.spec_hash = spec.hash  # computed from the whole spec on each access: once a run, not twice a sample
         self.renderer = PromptRenderer(spec)
         self.on_sample = on_sample
-        self.conversational = method_for(spec).conversational
 
     def _samples(self, item: Planned, request: LLMRequest, done: Completion, index: int) -> None:
         n = len(done.choices)
@@ -72,17 +69,16 @@ class Generator:
         self.report.new_samples += 0 if done.cached else n
         self.on_sample(n)
 
-    def job(self, item: Planned, request: LLMRequest | None = None) -> Callable[[], Any]:
-        """The unit's work: its one request (``request``, the plan's, where the caller has built it already:
-        its key is a hash of the whole prompt), or its conversation."""
-        async def single() -> None:
-            nonlocal request
-            if request is None:
-                n = min(self.spec.generation.n, self.spec.budget.samples_per_class - item.first_index)
-                request = make_request(self.spec, item.messages, item.seed, item.first_index, n)
+    def single(self, item: Planned, request: LLMRequest) -> Callable[[], Awaitable[None]]:
+        """A unit's one request (the plan's, built once for its chunk's cache lookup and for sending)."""
+        async def send() -> None:
             self._samples(item, request, await self.engine.complete(request), item.first_index)
 
-        async def conversation() -> None:
+        return send
+
+    def conversation(self, item: Planned) -> Callable[[], Awaitable[None]]:
+        """A unit's conversation: each turn's request follows from the answers before it."""
+        async def converse() -> None:
             messages = list(item.messages)
             for step in range(item.length):
                 index = item.first_index + step
@@ -96,7 +92,7 @@ class Generator:
                                                                      label=self.renderer.display(item.class_name))},
                 ]
 
-        return conversation if self.conversational else single
+        return converse
 
 
 @dataclass
@@ -106,17 +102,17 @@ class RunResult:
     report: GenerationReport
 
 
-def _jobs(plan: Plan, engine: Engine, generator: Generator) -> Iterator[Callable[[], Any]]:
+def _jobs(plan: Plan, engine: Engine, generator: Generator) -> Iterator[Callable[[], Awaitable[None]]]:
     """The plan's jobs, streamed: each chunk's cached completions are fetched in one query first (the requests
     built for it are the ones the jobs send). Chunks double from ``FIRST_CHUNK`` to ``PREFETCH_CHUNK`` units."""
     units, size = iter(plan), FIRST_CHUNK
     while chunk := list(islice(units, size)):
         if plan.method.conversational:
-            yield from (generator.job(u) for u in chunk)
+            yield from (generator.conversation(u) for u in chunk)
         else:
             requests = [plan.request(u) for u in chunk]
             engine.prefetch(r.key for r in requests)
-            yield from (generator.job(u, r) for u, r in zip(chunk, requests))
+            yield from (generator.single(u, r) for u, r in zip(chunk, requests))
         size = min(PREFETCH_CHUNK, 2 * size)
 
 

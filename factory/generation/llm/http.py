@@ -31,8 +31,8 @@ _STATUS_ERRORS: dict[int, type[openai.APIStatusError]] = {
 
 
 def env_proxy(url: str) -> dict[str, Any]:
-    """The environment's proxy for ``url`` (``HTTP_PROXY``/``HTTPS_PROXY`` unless ``NO_PROXY`` exempts its host),
-    (credentials in its URL included) as arguments of an aiohttp request; none where no proxy applies."""
+    """The environment's proxy for ``url`` as arguments of an aiohttp request: ``HTTP_PROXY``/``HTTPS_PROXY``
+    (with the credentials its URL holds), unless ``NO_PROXY`` exempts the host; none where no proxy applies."""
     try:
         proxy, auth = get_env_proxy_for_url(URL(url))
     except LookupError:
