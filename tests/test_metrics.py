@@ -445,11 +445,11 @@ def test_ann_top_k_within_1pct(big: np.ndarray, big_other: np.ndarray, k: int) -
 
 
 def test_ann_small_inputs_match_naive(data: np.ndarray, other: np.ndarray) -> None:
-    # 300 rows: a handful of lists, most of them probed, so the ANN finds every neighbour here
+    # 300 rows, fewer than an index is worth (M._ANN_MIN_ROWS): the "ann" path computes them exactly
+    assert len(data) < M._ANN_MIN_ROWS
     assert chamfer_distance(data, method="ann") == pytest.approx(naive_chamfer(data), abs=TOL)
     expected = naive_top_k(data, other, 5)
     assert top_k_similarity(data, other, k=5, method="ann") == pytest.approx(expected, abs=TOL)
-    # fewer rows than one list needs: a single list, i.e. the exact answer
     assert chamfer_distance(TRIANGLE, method="ann") == pytest.approx(0.8 / 3, abs=1e-7)
 
 
@@ -463,8 +463,19 @@ def test_ann_excludes_self_but_not_duplicates(big: np.ndarray) -> None:
     exact = chamfer_distance(dup, method="exact")
     approx = chamfer_distance(dup, method="ann")
     assert abs(approx - exact) / exact <= 0.01
-    # all rows identical: every point's nearest other point is a copy
-    assert chamfer_distance(np.ones((500, 4)), method="ann") == pytest.approx(0.0, abs=1e-6)
+    # all rows identical (enough of them for an index): every point's nearest other point is a copy
+    assert len(big) >= M._ANN_MIN_ROWS
+    assert chamfer_distance(np.ones((len(big), 4)), method="ann") == pytest.approx(0.0, abs=1e-6)
+
+
+def test_ann_any_dimension() -> None:
+    # the codes cover 4 dimensions each: 30 and 3 are zero-padded, which changes no cosine
+    for d in (30, 3):
+        x, y = clustered(3000, d, seed=9), clustered(2000, d, seed=10)
+        exact = chamfer_distance(x, method="exact")
+        assert abs(chamfer_distance(x, method="ann") - exact) / exact <= 0.01
+        exact = top_k_similarity(x, y, k=5, method="exact")
+        assert abs(top_k_similarity(x, y, k=5, method="ann") - exact) / exact <= 0.01
 
 
 def test_ann_top_k_counts_copies(big: np.ndarray, big_other: np.ndarray) -> None:
