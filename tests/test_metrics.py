@@ -469,7 +469,8 @@ def test_ann_excludes_self_but_not_duplicates(big: np.ndarray) -> None:
 
 
 def test_ann_any_dimension() -> None:
-    # the codes cover 4 dimensions each: 30 and 3 are zero-padded, which changes no cosine
+    # 30 dimensions: zero-padded to 32 for codes of 4 dimensions each, which changes no cosine;
+    # 3 (padded to 4): below M._ANN_PQ_MIN_DIMS, where the lists hold the float rows
     for d in (30, 3):
         x, y = clustered(3000, d, seed=9), clustered(2000, d, seed=10)
         exact = chamfer_distance(x, method="exact")

@@ -313,7 +313,7 @@ def _chamfer_ann(unit: NDArray[np.float32], chunk_size: int) -> float:
     index = _ann_index(unit, _ANN_NPROBE_CHAMFER, k_factor=1)
     if index is None:
         return _chamfer_exact(unit, chunk_size)
-    sims, ids = _ann_search(index, unit, min(_ANN_CANDIDATES_CHAMFER, n))
+    sims, ids = _ann_search(index, unit, _ANN_CANDIDATES_CHAMFER)  # n >= _ANN_MIN_ROWS here
     del index
     found = (ids >= 0) & (ids != np.arange(n)[:, None])
     sims[~found] = -np.inf
@@ -335,10 +335,9 @@ def _top_k_ann(real: NDArray[np.float32], gen: NDArray[np.float32], k: int, chun
 
     Each real row takes the ``k`` best of its
     ``max(_ANN_CANDIDATES_PER_K · k, _ANN_CANDIDATES_TOPK_MIN)`` candidates in the ``_ANN_NPROBE_TOPK``
-    lists it probes, re-scored exactly (4-bit codes rank
-    coarsely, so even ``k = 1`` re-scores a few dozen); every generated row is indexed once, so
-    copies are counted as often as they occur. A real row with fewer than ``k`` candidates is computed
-    exactly.
+    lists it probes, re-scored exactly (4-bit codes rank coarsely, so even ``k = 1`` re-scores a few
+    dozen); every generated row is indexed once, so copies are counted as often as they occur. A real
+    row with fewer than ``k`` candidates is computed exactly.
     """
     candidates = max(_ANN_CANDIDATES_PER_K * k, _ANN_CANDIDATES_TOPK_MIN)
     index = _ann_index(gen, _ANN_NPROBE_TOPK, k_factor=-(-candidates // k))
