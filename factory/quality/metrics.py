@@ -33,7 +33,7 @@ import math
 import re
 import warnings
 from collections.abc import Hashable, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -70,12 +70,13 @@ ANN_THRESHOLD = 20_000
 # list (faiss warns below 39); below _ANN_MIN_ROWS rows the "ann" path computes the exact metric. The
 # accuracy knobs, cost and accuracy growing with each: lists probed per row for Chamfer and for top-k,
 # Chamfer's candidates per row, top-k's candidates per wanted neighbour and at least, all re-scored
-# exactly (on 100k all-MiniLM-L6-v2 embeddings of real texts: 0.76% relative error for Chamfer, 0.57%
+# exactly (on 100k all-MiniLM-L6-v2 embeddings of real texts: 0.78% relative error for Chamfer, 0.58%
 # for top-5; the lists probed set the floor: were every row of them scored exactly, Chamfer would be
 # off by 0.57% with 16 lists, 0.84% with 12, top-5 by 0.46% with 32, 0.98% with 16; see
 # benchmarks/bench_metrics.py). The codes: dimensions per 4-bit code, from how many dimensions codes
-# are used at all, and whether they encode the residual to the list's centroid. Then k-means and
-# codebook iterations, and the seed of both and of the training sample (the result is reproducible).
+# are used at all, and whether they encode the residual to the list's centroid. Then k-means
+# iterations (5 cost 0.1 s less than 10 at 100k for +0.02 points of Chamfer's error) and codebook
+# iterations, and the seed of both and of the training sample (the result is reproducible).
 _ANN_LISTS = 1.0
 _ANN_TRAIN_PER_LIST = 40
 _ANN_MIN_ROWS = 1_000
@@ -87,7 +88,8 @@ _ANN_CANDIDATES_TOPK_MIN = 64
 _ANN_DIMS_PER_CODE = 4
 _ANN_PQ_MIN_DIMS = 32
 _ANN_BY_RESIDUAL = True
-_ANN_NITER = 10
+_ANN_KMEANS_NITER = 5
+_ANN_PQ_NITER = 10
 _ANN_SEED = 1234
 
 
@@ -236,20 +238,30 @@ def _use_ann(method: str, n: int) -> bool:
     return False
 
 
-def _ann_index(base: NDArray[np.float32], nprobe: int, k_factor: int) -> Any:
-    """A faiss index of the unit rows ``base`` for inner-product search, or ``None`` below
+class _AnnIndex(NamedTuple):
+    """A faiss inverted file over unit rows (see :func:`_ann_index`) and what searching it needs."""
+
+    lists: Any  # IndexIVFPQFastScan (codes) or IndexIVFFlat (float rows below _ANN_PQ_MIN_DIMS)
+    quantizer: Any  # the lists' centroids (IndexFlatIP); ``lists`` does not own it
+    rows: NDArray[np.float32]  # the indexed rows, unpadded: candidates are re-scored on them
+    own_lists: tuple[NDArray[np.float32], NDArray[np.int64]]  # each row's nearest lists (sims, ids)
+
+
+def _ann_index(base: NDArray[np.float32], nprobe: int, own_probe: int) -> _AnnIndex | None:
+    """An inverted file of the unit rows ``base`` for inner-product search, or ``None`` below
     ``_ANN_MIN_ROWS`` rows (there the metric is computed exactly).
 
-    An inverted file of ``round(_ANN_LISTS · sqrt(n))`` lists (a spherical k-means on
-    ``_ANN_TRAIN_PER_LIST`` rows per list, drawn with a fixed seed) whose rows are stored as 4-bit
-    product-quantizer codes of their residual to the list's centroid, 4 dimensions per code, scanned
-    with SIMD ("fast scan"); a search probes the ``nprobe`` lists nearest to the query and re-scores the
-    ``k_factor · k`` best codes exactly on the float32 rows (``IndexRefineFlat``), so every similarity
-    it returns is exact. Rows are zero-padded to a multiple of 4 dimensions, which changes no inner
+    ``round(_ANN_LISTS · sqrt(n))`` lists (a spherical k-means on ``_ANN_TRAIN_PER_LIST`` rows per
+    list, drawn with a fixed seed) whose rows are stored as 4-bit product-quantizer codes of their
+    residual to the list's centroid, 4 dimensions per code, scanned with SIMD ("fast scan"); a search
+    probes the ``nprobe`` lists nearest to the query. Each row is assigned to its list once: the
+    ``own_probe`` (≥ 1) nearest lists of every row are kept, so that a search of the rows themselves
+    (Chamfer) reuses them. Rows are zero-padded to a multiple of 4 dimensions, which changes no inner
     product. Below ``_ANN_PQ_MIN_DIMS`` dimensions a few codes cannot rank close neighbours, and the
-    float rows are small: the lists hold the rows themselves (``IndexIVFFlat``, exact within the lists).
+    float rows are small: the lists hold the rows themselves (``IndexIVFFlat``).
     """
     import faiss
+    from faiss.contrib.ivf_tools import add_preassigned
 
     n = base.shape[0]
     if n < _ANN_MIN_ROWS:
@@ -259,24 +271,25 @@ def _ann_index(base: NDArray[np.float32], nprobe: int, k_factor: int) -> Any:
     nlist = min(round(_ANN_LISTS * math.sqrt(n)), n // _ANN_TRAIN_PER_LIST)
     rows = np.random.default_rng(_ANN_SEED).choice(n, nlist * _ANN_TRAIN_PER_LIST, replace=False)
     sample = padded[np.sort(rows)]
-    kmeans = faiss.Kmeans(d, nlist, niter=_ANN_NITER, spherical=True, seed=_ANN_SEED, verbose=False)
+    kmeans = faiss.Kmeans(d, nlist, niter=_ANN_KMEANS_NITER, spherical=True, seed=_ANN_SEED,
+                          verbose=False)
     kmeans.train(sample)
     quantizer = faiss.IndexFlatIP(d)
-    quantizer.add(kmeans.centroids)  # trained: index.train below trains the codes only
+    quantizer.add(kmeans.centroids)  # trained: lists.train below trains the codes only
     if d < _ANN_PQ_MIN_DIMS:
-        index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
-        index.nprobe = nprobe
+        lists = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
     else:
-        ivf = faiss.IndexIVFPQFastScan(quantizer, d, nlist, d // _ANN_DIMS_PER_CODE, 4,
-                                       faiss.METRIC_INNER_PRODUCT)
-        ivf.by_residual = _ANN_BY_RESIDUAL
-        ivf.pq.cp.niter, ivf.pq.cp.seed = _ANN_NITER, _ANN_SEED
-        ivf.nprobe = nprobe
-        index = faiss.IndexRefineFlat(ivf)
-        index.k_factor = k_factor
-    index.train(sample)
-    index.add(padded)
-    return index
+        lists = faiss.IndexIVFPQ(quantizer, d, nlist, d // _ANN_DIMS_PER_CODE, 4,
+                                 faiss.METRIC_INNER_PRODUCT)
+        lists.by_residual = _ANN_BY_RESIDUAL
+        lists.pq.cp.niter, lists.pq.cp.seed = _ANN_PQ_NITER, _ANN_SEED
+    lists.train(sample)
+    own_sims, own_ids = quantizer.search(padded, own_probe)
+    add_preassigned(lists, padded, np.ascontiguousarray(own_ids[:, 0]))
+    if d >= _ANN_PQ_MIN_DIMS:
+        lists = faiss.IndexIVFPQFastScan(lists)  # the same codes, packed for the SIMD scan
+    lists.nprobe = nprobe
+    return _AnnIndex(lists, quantizer, base, (own_sims, own_ids))
 
 
 def _pad_to_4(x: NDArray[np.float32]) -> NDArray[np.float32]:
@@ -285,35 +298,61 @@ def _pad_to_4(x: NDArray[np.float32]) -> NDArray[np.float32]:
     return x if extra == 0 else np.pad(x, ((0, 0), (0, extra)))
 
 
-def _ann_search(
-    index: Any, queries: NDArray[np.float32], k: int
+def _ann_candidates(
+    index: _AnnIndex, queries: NDArray[np.float32], k: int, own: bool = False
 ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
-    """``(sims, ids)`` of shape ``(len(queries), k)``: each query's ``k`` best rows found by ``index``
-    (exact similarities, best first; id ``-1`` and similarity ``-inf`` where the probed lists held
-    fewer), searched ``_SUM_CHUNK`` queries at a time."""
+    """``(sims, ids)`` of shape ``(len(queries), k)``: each query's ``k`` best candidates by their
+    codes in the lists it probes, with their exact similarities (id ``-1`` and similarity ``-inf``
+    where the probed lists held fewer), searched ``_SUM_CHUNK`` queries at a time. ``own``: the
+    queries are the indexed rows, whose nearest lists the index already knows."""
+    from faiss.contrib.ivf_tools import search_preassigned
+
+    nprobe = index.lists.nprobe
     sims = np.empty((queries.shape[0], k), dtype=np.float32)
     ids = np.empty((queries.shape[0], k), dtype=np.int64)
     for i0 in range(0, queries.shape[0], _SUM_CHUNK):
-        block = _pad_to_4(np.ascontiguousarray(queries[i0 : i0 + _SUM_CHUNK]))
-        sims[i0 : i0 + _SUM_CHUNK], ids[i0 : i0 + _SUM_CHUNK] = index.search(block, k)
-    sims[ids < 0] = -np.inf
+        part = slice(i0, i0 + _SUM_CHUNK)
+        block = _pad_to_4(np.ascontiguousarray(queries[part]))
+        if own:
+            probe_sims, probe_ids = (np.ascontiguousarray(a[part, :nprobe]) for a in index.own_lists)
+            _, ids[part] = search_preassigned(index.lists, block, k, probe_ids, probe_sims)
+        else:
+            _, ids[part] = index.lists.search(block, k)
+        sims[part] = _inner_products_at(np.ascontiguousarray(queries[part]), index.rows, ids[part])
     return sims, ids
+
+
+def _inner_products_at(
+    queries: NDArray[np.float32], rows: NDArray[np.float32], ids: NDArray[np.int64]
+) -> NDArray[np.float32]:
+    """``out[i, j] = queries[i] · rows[ids[i, j]]`` in float32 (faiss, multi-threaded), ``-inf``
+    where ``ids[i, j] < 0``."""
+    import faiss
+
+    ids = np.ascontiguousarray(ids)
+    safe = np.where(ids < 0, 0, ids)
+    out = np.empty(ids.shape, dtype=np.float32)
+    faiss.fvec_inner_products_by_idx(faiss.swig_ptr(out), faiss.swig_ptr(queries),
+                                     faiss.swig_ptr(rows), faiss.swig_ptr(safe),
+                                     queries.shape[1], queries.shape[0], ids.shape[1])
+    out[ids < 0] = -np.inf
+    return out
 
 
 def _chamfer_ann(unit: NDArray[np.float32], chunk_size: int) -> float:
     """:func:`chamfer_distance` of the unit rows ``unit`` (``N >= 2``) through :func:`_ann_index`.
 
-    Every row asks for its ``_ANN_CANDIDATES_CHAMFER`` most similar rows (``_ANN_NPROBE_CHAMFER``
-    lists probed, each candidate re-scored exactly). The point itself is dropped from its candidates,
-    not its copies, so a duplicate still counts as distance 0. A similarity is symmetric, so each
-    candidate pair also updates the candidate's nearest neighbour: a pair is found when either point
-    finds the other. A row left without any candidate is computed exactly.
+    Every row takes the ``_ANN_CANDIDATES_CHAMFER`` best rows by their codes in the
+    ``_ANN_NPROBE_CHAMFER`` lists it probes and re-scores them exactly. The point itself is dropped
+    from its candidates, not its copies, so a duplicate still counts as distance 0. A similarity is
+    symmetric, so each candidate pair also updates the candidate's nearest neighbour: a pair is found
+    when either point finds the other. A row left without any candidate is computed exactly.
     """
     n = unit.shape[0]
-    index = _ann_index(unit, _ANN_NPROBE_CHAMFER, k_factor=1)
+    index = _ann_index(unit, _ANN_NPROBE_CHAMFER, own_probe=_ANN_NPROBE_CHAMFER)
     if index is None:
         return _chamfer_exact(unit, chunk_size)
-    sims, ids = _ann_search(index, unit, _ANN_CANDIDATES_CHAMFER)  # n >= _ANN_MIN_ROWS here
+    sims, ids = _ann_candidates(index, unit, _ANN_CANDIDATES_CHAMFER, own=True)
     del index
     found = (ids >= 0) & (ids != np.arange(n)[:, None])
     sims[~found] = -np.inf
@@ -334,19 +373,20 @@ def _top_k_ann(real: NDArray[np.float32], gen: NDArray[np.float32], k: int, chun
     :func:`_ann_index` over the generated rows.
 
     Each real row takes the ``k`` best of its
-    ``max(_ANN_CANDIDATES_PER_K · k, _ANN_CANDIDATES_TOPK_MIN)`` candidates in the ``_ANN_NPROBE_TOPK``
-    lists it probes, re-scored exactly (4-bit codes rank coarsely, so even ``k = 1`` re-scores a few
-    dozen); every generated row is indexed once, so copies are counted as often as they occur. A real
-    row with fewer than ``k`` candidates is computed exactly.
+    ``max(_ANN_CANDIDATES_PER_K · k, _ANN_CANDIDATES_TOPK_MIN)`` best candidates by their codes in the
+    ``_ANN_NPROBE_TOPK`` lists it probes, re-scored exactly (4-bit codes rank coarsely, so even
+    ``k = 1`` re-scores a few dozen); every generated row is indexed once, so copies are counted as
+    often as they occur. A real row with fewer than ``k`` candidates is computed exactly.
     """
-    candidates = max(_ANN_CANDIDATES_PER_K * k, _ANN_CANDIDATES_TOPK_MIN)
-    index = _ann_index(gen, _ANN_NPROBE_TOPK, k_factor=-(-candidates // k))
+    index = _ann_index(gen, _ANN_NPROBE_TOPK, own_probe=1)
     if index is None:
         return _top_k_exact(real, gen, k, chunk_size)
-    sims, ids = _ann_search(index, real, k)
+    candidates = min(max(_ANN_CANDIDATES_PER_K * k, _ANN_CANDIDATES_TOPK_MIN), gen.shape[0])
+    sims, _ = _ann_candidates(index, real, candidates)
     del index
-    row_sums = np.clip(sims.astype(np.float64), -1.0, 1.0).sum(axis=1)
-    short = np.flatnonzero((ids < 0).any(axis=1))
+    best = -np.partition(-sims, k - 1, axis=1)[:, :k]
+    row_sums = np.clip(best.astype(np.float64), -1.0, 1.0).sum(axis=1)
+    short = np.flatnonzero(~np.isfinite(best).all(axis=1))
     for i0 in range(0, short.size, chunk_size):
         sel = short[i0 : i0 + chunk_size]
         row_sums[sel] = _row_top_k_sum(real[sel] @ gen.T, k)
