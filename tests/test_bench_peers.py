@@ -23,3 +23,20 @@ def test_bench_peers_sends_the_same_bodies_through_every_client(tmp_path: Path) 
         assert rows[tool].rstrip().endswith("identical"), rows[tool]  # all 48 bodies, none other
     assert "skipped: no " in rows["curator"] and "skipped: no " in rows["datadesigner"]
     assert "attrfactory / bare loop:" in proc.stdout
+
+
+def test_paired_ratios_report_a_t_interval_on_the_log_scale() -> None:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import math
+
+    import bench_peers
+    from scipy.stats import t
+
+    ratios = [0.9, 1.0, 1.2, 1.05]
+    logs = [math.log(r) for r in ratios]
+    mean = sum(logs) / 4
+    half = t.ppf(0.975, 3) * (sum((v - mean) ** 2 for v in logs) / 3) ** 0.5 / 2
+    text = bench_peers._paired(ratios)
+    assert text.startswith("median 1.025 (rounds 0.90-1.20 of 4)"), text
+    assert f"geometric mean {math.exp(mean):.3f} (95% {math.exp(mean - half):.3f}-{math.exp(mean + half):.3f})" in text
+    assert bench_peers._paired([1.1]).endswith("one round: no interval")
