@@ -312,13 +312,14 @@ def _ann_candidates(
     ids = np.empty((queries.shape[0], k), dtype=np.int64)
     for i0 in range(0, queries.shape[0], _SUM_CHUNK):
         part = slice(i0, i0 + _SUM_CHUNK)
-        block = _pad_to_4(np.ascontiguousarray(queries[part]))
+        rows = np.ascontiguousarray(queries[part])
+        block = _pad_to_4(rows)
         if own:
             probe_sims, probe_ids = (np.ascontiguousarray(a[part, :nprobe]) for a in index.own_lists)
             _, ids[part] = search_preassigned(index.lists, block, k, probe_ids, probe_sims)
         else:
             _, ids[part] = index.lists.search(block, k)
-        sims[part] = _inner_products_at(np.ascontiguousarray(queries[part]), index.rows, ids[part])
+        sims[part] = _inner_products_at(rows, index.rows, ids[part])
     return sims, ids
 
 
