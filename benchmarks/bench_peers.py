@@ -265,20 +265,23 @@ class Tool:
 
 def find_tools(args: argparse.Namespace, clients: bool = False) -> list[Tool]:
     """The tools of a section (with ``clients``, the two other bare clients too); a peer without its
-    virtualenv is listed as skipped, with the reason."""
+    virtualenv, or a tool left out of ``--tools``, is listed as skipped, with the reason."""
     tools = [Tool("bare", sys.executable, None), Tool("attrfactory", sys.executable, None)]
     if clients:
         tools += [Tool(name, sys.executable, None) for name in BARE_CLIENTS[1:]]
     for name in ("curator", "datadesigner"):
         given = getattr(args, f"{name}_python")
         python = Path(given) if given else PEERS_HOME / name / "bin" / "python"
-        if not python.exists():
+        if args.tools and name not in args.tools:
+            tools.append(Tool(name, None, None, "not in --tools"))
+        elif not python.exists():
             tools.append(Tool(name, None, None, f"no {python} (run 'make peers-venvs' or pass --{name}-python)"))
         elif not WORKERS[name].exists():
             tools.append(Tool(name, None, None, f"{WORKERS[name]} is missing"))
         else:
             tools.append(Tool(name, str(python), WORKERS[name]))
-    return tools
+    return [t if not args.tools or t.name in args.tools or t.skipped else Tool(t.name, None, None, "not in --tools")
+            for t in tools]
 
 
 class Job:
@@ -386,7 +389,7 @@ def summarize(title: str, results: dict[str, list[dict[str, Any]]], tools: list[
         rows.append([name, ok[0].get("version", "?"), f"{statistics.median(r['wall_s'] for r in ok):.2f}",
                      f"{statistics.median(value(r) for r in ok):,.1f}",
                      f"{1e3 * statistics.median(r['cpu_s'] / r['n'] for r in ok):.2f}",
-                     f"{ratios[name]:.3f}", _spread(per_round), ok[0].get("bodies", "")])
+                     f"{ratios[name]:.3f}" if per_round else "-", _spread(per_round), ok[0].get("bodies", "")])
     for t in tools:
         if t.skipped:
             rows.append([t.name, f"skipped: {t.skipped}", "", "", "", "", "", ""])
@@ -401,7 +404,8 @@ def summarize(title: str, results: dict[str, list[dict[str, Any]]], tools: list[
         print(f"attrfactory / best peer ({best}, the fastest by median): "
               f"{statistics.median(head_to_head[best]):.3f}   [goal >= 1.0]")
     if "attrfactory" in ratios:
-        print(f"attrfactory / bare loop: {ratios['attrfactory']:.3f}   [goal >= 0.97]")
+        if "bare" in by_round:
+            print(f"attrfactory / bare loop: {ratios['attrfactory']:.3f}   [goal >= 0.97]")
         factory_breakdown([r for r in results["attrfactory"] if "error" not in r])
     return ratios
 
@@ -508,6 +512,8 @@ def main() -> None:
     p.add_argument("--http-threads", type=int, default=None,
                    help="llama-server HTTP threads (default: the factory's embedded server's, HTTP_THREADS)")
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds one tool may take for one job")
+    p.add_argument("--tools", type=lambda v: [t for t in v.split(",") if t], default=[],
+                   help="only these tools (comma-separated; default all), e.g. attrfactory,curator for a long job")
     p.add_argument("--curator-python", default=None)
     p.add_argument("--datadesigner-python", default=None)
     p.add_argument("--quick", action="store_true", help="1 round, jobs of 48 (llm) and 48, 500 (instant)")
@@ -516,6 +522,10 @@ def main() -> None:
     for flag in ("--spec", "--requests", "--base-url", "--model", "--out"):
         p.add_argument(flag, help=argparse.SUPPRESS)
     args = p.parse_args()
+    unknown = sorted(set(args.tools) - {"attrfactory", *BARE_CLIENTS, *WORKERS})
+    if unknown:
+        p.error(f"--tools: no tool {', '.join(unknown)} (tools: attrfactory, {', '.join(BARE_CLIENTS)}, "
+                f"{', '.join(WORKERS)})")
     if args.worker:
         args.concurrency = int(args.concurrency)
         worker_main(args)

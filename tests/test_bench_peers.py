@@ -40,3 +40,18 @@ def test_paired_ratios_report_a_t_interval_on_the_log_scale() -> None:
     assert text.startswith("median 1.025 (rounds 0.90-1.20 of 4)"), text
     assert f"geometric mean {math.exp(mean):.3f} (95% {math.exp(mean - half):.3f}-{math.exp(mean + half):.3f})" in text
     assert bench_peers._paired([1.1]).endswith("one round: no interval")
+
+
+def test_tools_runs_only_the_named_tools_and_lists_the_others_as_skipped(tmp_path: Path) -> None:
+    script = [sys.executable, str(ROOT / "benchmarks" / "bench_peers.py")]
+    proc = subprocess.run([*script, "--sections", "instant", "--instant-sizes", "48", "--rounds", "1",
+                           "--tools", "attrfactory,bare-chatclient"],
+                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ran = {line.split()[4] for line in proc.stdout.splitlines() if line.startswith("  [instant 48] round")}
+    assert ran == {"attrfactory", "bare-chatclient"}
+    for tool in ("bare", "bare-openai-aiohttp", "curator", "datadesigner"):
+        assert f"{tool} " in proc.stdout and "skipped: not in --tools" in proc.stdout.split(f"\n{tool} ", 1)[1]
+    assert "attrfactory / bare loop:" not in proc.stdout  # no bare loop measured: no ratio to it
+    wrong = subprocess.run([*script, "--tools", "attrfactory,curatr"], capture_output=True, text=True, timeout=60)
+    assert wrong.returncode == 2 and "--tools: no tool curatr" in wrong.stderr

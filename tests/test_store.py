@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 import textwrap
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, ClassVar
@@ -163,3 +163,39 @@ def test_background_publishes_wait_in_proportion_to_their_cpu() -> None:
     assert publish_wait(0.1) == pytest.approx(20.0)  # ~0.1 s of CPU is 0.5% of a 20 s wait
     assert publish_wait(5.0) == PUBLISH_MAX_INTERVAL_S  # never longer: other readers see samples within it
     assert publish_wait(ASSUMED_PUBLISH_CPU_S) > PUBLISH_MIN_INTERVAL_S  # a short job does not pay for a first one
+
+
+def _request(key: str, prompt_tokens: int, completion_tokens: int, usd: float) -> RequestRecord:
+    return RequestRecord(request_key=key, model="m", params="{}", prompt_hash="p1", purpose="generate",
+                         choices=json.dumps(["x"]), finish_reasons="[]", prompt_tokens=prompt_tokens,
+                         completion_tokens=completion_tokens, cost_usd=usd, latency_s=0.1, attempts=1)
+
+
+def test_a_run_closes_with_its_totals_and_a_version_that_the_filter_stage_updates(db: Path) -> None:
+    """The closing commit sums the requests behind the run's own samples (not another run's, nor a request
+    without a sample) and records the next version; a store that did not start the run closes it too."""
+    with Store(db) as store:
+        store.record_spec(SPEC, "yaml")
+        first = store.start_run(SPEC)
+        store.save_completions([PromptRecord(prompt_hash="p1", method="generate", messages="[]"),
+                                _request("k1", 10, 3, 0.5), _request("k2", 20, 4, 0.25), _request("k3", 1, 1, 9.0),
+                                _sample(first, "s1"), replace(_sample(first, "s2", "two"), request_key="k2")])
+        store.finish_run(first, "done", cached=1)
+        second = store.start_run(SPEC)
+    with Store(db) as other:  # closes a run it did not start: its spec is read from the run's row
+        other.save_completions([_request("k4", 7, 2, 1.0), replace(_sample(second, "s3"), request_key="k4")])
+        other.finish_run(second, "budget_stopped", "max_requests=3 reached")
+        runs = {r["run_id"]: r for r in other.runs("tiny")}
+        got = [(r["status"], r["requests"], r["prompt_tokens"], r["completion_tokens"], r["cost_usd"], r["cached"])
+               for r in (runs[first], runs[second])]
+        assert got == [("done", 2, 30, 7, 0.75, 1), ("budget_stopped", 1, 7, 2, 1.0, 0)]
+        assert runs[second]["message"] == "max_requests=3 reached"
+        versions = [(v["version"], v["run_id"], v["samples"], v["kept"]) for v in other.versions("tiny")]
+        assert versions == [(1, first, 2, None), (2, second, 3, None)]
+        closed_at = other.versions("tiny")[1]["snapshot_id"]
+        other.replace_filter_decisions(SPEC.hash, [("s1", "final", True, None), ("s3", "final", False, "dup")])
+        (*_, newest) = other.versions("tiny")
+        assert (newest["version"], newest["samples"], newest["kept"]) == (2, 3, 1)  # updated, not added
+        assert newest["snapshot_id"] > closed_at  # a snapshot that holds the decisions
+        with pytest.raises(StoreError, match="no run 'nope'"):
+            other.finish_run("nope", "done")

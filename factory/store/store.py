@@ -78,6 +78,7 @@ class Store:
             raise StoreError(f"{self.path}: cannot open the store: {_first_line(exc)}") from exc
         self._check_version()
         self._journal_lock = threading.Lock()
+        self._started: dict[str, tuple[str, str]] = {}  # the runs this store started: run_id -> (spec name, hash)
         # samples ``s`` joined with their review ``h`` (NULL columns where none): every reader of kept data uses it
         self.review_join = (f"LEFT JOIN {REVIEWED} h ON h.request_key = s.request_key"
                             " AND h.choice_index = s.choice_index")
@@ -233,6 +234,7 @@ class Store:
             " VALUES (?, ?, ?, ?, ?, 'running', ?)",
             [run_id, spec.hash, spec.name, spec.generation.method, spec.generation.model, now()],
         )
+        self._started[run_id] = (spec.name, spec.hash)
         return run_id
 
     def finish_run(self, run_id: str, status: str, message: str = "", version: bool = True,
@@ -247,17 +249,16 @@ class Store:
 
         def close(con: duckdb.DuckDBPyConnection) -> None:
             nonlocal predicted
-            name, spec_hash, *totals = con.execute(
-                "SELECT r.spec_name, r.spec_hash, t.* FROM runs r, (SELECT count(*), coalesce(sum(prompt_tokens), 0),"
-                " coalesce(sum(completion_tokens), 0), coalesce(sum(cost_usd), 0) FROM llm_requests"
-                " WHERE request_key IN (SELECT request_key FROM samples WHERE run_id = $1)) t WHERE r.run_id = $1",
-                [run_id]).fetchone()
-            con.execute("UPDATE runs SET status = ?, finished_at = ?, message = ?, cached = coalesce(?, cached),"
-                        " requests = ?, prompt_tokens = ?, completion_tokens = ?, cost_usd = ? WHERE run_id = ?",
-                        [status, now(), message, cached, *totals, run_id])
+            con.execute(  # the totals and the update in one statement: each statement reads the catalog anew
+                "UPDATE runs SET status = $2, finished_at = $3, message = $4, cached = coalesce($5, cached),"
+                " requests = t.n, prompt_tokens = t.p, completion_tokens = t.c, cost_usd = t.usd FROM (SELECT"
+                " count(*) AS n, coalesce(sum(prompt_tokens), 0) AS p, coalesce(sum(completion_tokens), 0) AS c,"
+                " coalesce(sum(cost_usd), 0) AS usd FROM llm_requests"
+                " WHERE request_key IN (SELECT request_key FROM samples WHERE run_id = $1)) t WHERE runs.run_id = $1",
+                [run_id, status, now(), message, cached])
             if versioned:  # at the snapshot this commit makes (snapshot ids count up by one a commit)
                 predicted = con.execute("SELECT id + 1 FROM lake.current_snapshot()").fetchone()[0]
-                self._save_version(con, name, spec_hash, run_id, predicted, filtered=False)
+                self._save_version(con, *self._run_spec(con, run_id), run_id, predicted, filtered=False)
 
         if self._journal is not None:
             self._journal.publish(then=close)
@@ -268,6 +269,16 @@ class Store:
         made = self._journal.last_commit() if self._journal is not None else last_commit(self.con)
         if made != predicted:  # another commit came first (compaction takes no writer token)
             self.record_version(run_id)  # at the newest snapshot, which holds all the run wrote
+
+    def _run_spec(self, con: duckdb.DuckDBPyConnection, run_id: str) -> tuple[str, str]:
+        """The spec name and hash of a run (this store's own runs without a query)."""
+        known = self._started.get(run_id)
+        if known is not None:
+            return known
+        row = con.execute("SELECT spec_name, spec_hash FROM runs WHERE run_id = ?", [run_id]).fetchone()
+        if row is None:
+            raise StoreError(f"{self.path}: no run {run_id!r}")
+        return row[0], row[1]
 
     def runs(self, spec_name: str | None = None) -> list[dict[str, Any]]:
         sql = "SELECT * FROM runs" + (" WHERE spec_name = ?" if spec_name else "") + " ORDER BY started_at"
@@ -679,43 +690,41 @@ class Store:
         """The DuckLake snapshot this connection reads (the newest, unless the store is pinned)."""
         return self._x("SELECT id FROM lake.current_snapshot()").fetchone()[0]
 
-    def record_version(self, run_id: str | None = None, spec_hash: str | None = None) -> int | None:
+    def record_version(self, run_id: str | None = None, spec_hash: str | None = None) -> None:
         """Record (or bring up to date) the dataset version a run leaves: the snapshot that holds all it wrote,
         with its sample counts. By ``run_id``, or the newest version of ``spec_hash`` (its filter stage
-        re-ran). Returns the version number (None if there is nothing to record)."""
-        return self._write(lambda con: self._record_version(con, run_id, spec_hash))
+        re-ran); nothing where there is no such run or version."""
+        self._write(lambda con: self._record_version(con, run_id, spec_hash))
 
     @staticmethod
-    def _record_version(con: duckdb.DuckDBPyConnection, run_id: str | None, spec_hash: str | None) -> int | None:
+    def _record_version(con: duckdb.DuckDBPyConnection, run_id: str | None, spec_hash: str | None) -> None:
         """:meth:`record_version` inside the caller's write transaction."""
         if run_id is not None:
             row = con.execute("SELECT spec_name, spec_hash, run_id FROM runs WHERE run_id = ?", [run_id]).fetchone()
         else:
             row = con.execute("SELECT spec_name, spec_hash, run_id FROM dataset_versions WHERE spec_hash = ?"
                               " ORDER BY version DESC LIMIT 1", [spec_hash]).fetchone()
-        return None if row is None else Store._save_version(con, *row)
+        if row is not None:
+            Store._save_version(con, *row)
 
     @staticmethod
     def _save_version(con: duckdb.DuckDBPyConnection, name: str, spec_hash: str, run_id: str,
-                      snapshot: int | None = None, filtered: bool = True) -> int:
+                      snapshot: int | None = None, filtered: bool = True) -> None:
         """Record (or update) the version run ``run_id`` of spec ``name`` leaves, at ``snapshot`` (default: the
-        current one), with the final filter's count of kept samples if ``filtered`` (else none: not filtered)."""
-        if snapshot is None:
-            snapshot = con.execute("SELECT id FROM lake.current_snapshot()").fetchone()[0]
-        kept = ("(SELECT CASE WHEN count(*) > 0 THEN count(*) FILTER (WHERE kept) END AS kept FROM filter_decisions"
-                " WHERE spec_hash = $1 AND filter = 'final')" if filtered else "(SELECT NULL::BIGINT AS kept)")
-        samples, kept, existing, version = con.execute(
-            f"SELECT s.n, f.kept, v.existing, v.next FROM (SELECT count(*) AS n FROM samples WHERE spec_hash = $1) s,"
-            f" {kept} f, (SELECT max(version) FILTER (WHERE run_id = $2) AS existing,"
-            " coalesce(max(version), 0) + 1 AS next FROM dataset_versions WHERE spec_name = $3) v",
-            [spec_hash, run_id, name]).fetchone()
-        if existing is not None:
-            con.execute("UPDATE dataset_versions SET snapshot_id = ?, samples = ?, kept = ?, updated_at = ?"
-                        " WHERE run_id = ?", [snapshot, samples, kept, now(), run_id])
-            return int(existing)
-        con.execute("INSERT INTO dataset_versions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [name, version, spec_hash, run_id, snapshot, samples, kept, now(), now()])
-        return int(version)
+        current one), with the final filter's count of kept samples if ``filtered`` (else none: not filtered).
+        A new version takes one statement (its number and counts computed in it), an update two."""
+        at = "coalesce($4, (SELECT id FROM lake.current_snapshot()))"
+        samples = "(SELECT count(*) FROM samples WHERE spec_hash = $2)"
+        kept = ("(SELECT CASE WHEN count(*) > 0 THEN count(*) FILTER (WHERE kept) END FROM filter_decisions"
+                " WHERE spec_hash = $2 AND filter = 'final')" if filtered else "NULL::BIGINT")
+        params = [name, spec_hash, run_id, snapshot, now()]
+        inserted = con.execute(
+            f"INSERT INTO dataset_versions SELECT $1, coalesce(max(version), 0) + 1, $2, $3, {at}, {samples},"
+            f" {kept}, $5, $5 FROM dataset_versions WHERE spec_name = $1"
+            " HAVING count(*) FILTER (WHERE run_id = $3) = 0", params).fetchone()[0]
+        if not inserted:  # the run has a version already: bring it up to date
+            con.execute(f"UPDATE dataset_versions SET snapshot_id = {at}, samples = {samples}, kept = {kept},"
+                        " updated_at = $5 WHERE run_id = $3 AND spec_name = $1", params)
 
     def versions(self, spec_name: str | None = None) -> list[dict[str, Any]]:
         """Dataset versions (all, or one spec's), oldest first: version, snapshot, time, run, rows."""
