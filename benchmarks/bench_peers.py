@@ -22,7 +22,8 @@ exact messages and parameters, which the instant section verifies from the serve
 Sections:
 
 1. ``llm``: the real llama-server with SmolLM2 (``-np 8 -t 2``, and enough HTTP threads to read every
-   connection: ``factory.generation.llm.server.HTTP_THREADS``), jobs of ``--llm-sizes`` requests; completion
+   connection: ``factory.generation.llm.server.HTTP_THREADS``), started afresh before every tool's run (it
+   caches prompts across requests, and every tool sends the same ones), jobs of ``--llm-sizes`` requests; completion
    tokens/s, each tool's ratio to the bare loop of the same round (median over rounds, with the lowest and
    highest), client CPU, and the factory against each peer head to head (per round, the median).
 2. ``instant``: an instant OpenAI-protocol responder (separate process), jobs of ``--instant-sizes``: requests/s
@@ -46,8 +47,8 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -338,15 +339,14 @@ def _server_reset(base_url: str) -> None:
 
 
 def measure(section: str, job: Job, tools: list[Tool], rounds: int, folder: Path, instant: bool,
-            timeout_s: float) -> dict[str, list[dict[str, Any]]]:
-    """Every runnable tool, ``rounds`` times in rotating order; with ``instant``, the bodies each tool sent are
-    checked against the plan's."""
+            timeout_s: float, fresh: Callable[[], object]) -> dict[str, list[dict[str, Any]]]:
+    """Every runnable tool, ``rounds`` times in rotating order, each run on a server made fresh by ``fresh``
+    (the same base URL); with ``instant``, the bodies each tool sent are checked against the plan's."""
     runnable = [t for t in tools if t.skipped is None]
     results: dict[str, list[dict[str, Any]]] = {t.name: [] for t in runnable}
     for k in range(rounds):
         for tool in rotated(runnable, k):
-            if instant:
-                _server_reset(job.base_url)
+            fresh()
             r = run_tool(tool, job, folder, timeout_s)
             if instant and "error" not in r:
                 stats = _server_stats(job.base_url)
@@ -446,17 +446,50 @@ def factory_breakdown(runs: list[dict[str, Any]]) -> None:
           f"{m('close_cpu_s'):.2f} s (its publish included)")
 
 
-@contextmanager
-def llm_server(parallel: int, threads: int, http_threads: int | None) -> Iterator[tuple[str, str] | None]:
-    """llama-server's (base_url, model), or None (and the reason printed) where it cannot start."""
-    from factory.generation.llm.server import ServerError, local_server
+class LlmServer:
+    """llama-server with SmolLM2 on one port, started afresh before every tool's run (:meth:`restart`): the
+    server keeps a prompt cache in memory across requests (``--cache-ram``, 8 GiB by default), so on a server
+    shared by the rounds each tool would reuse the prompts the tools before it sent (the same bodies), and
+    the later a tool ran, the faster it looked. Each run starts on a fresh server, warmed by one request."""
 
+    def __init__(self, parallel: int, threads: int, http_threads: int | None):
+        from factory.generation.llm.server import free_port
+
+        self.options = {"parallel": parallel, "threads": threads, "http_threads": http_threads, "port": free_port()}
+        self.stack = ExitStack()
+        self.current: tuple[str, str] = ("", "")  # the running server's (base_url, model)
+
+    def restart(self) -> tuple[str, str]:
+        """Stop the running server (if any) and start a fresh one on the same port; its (base_url, model)."""
+        from factory.generation.llm.server import local_server
+
+        self.stack.close()
+        server = self.stack.enter_context(local_server(**self.options))
+        warm_up(server.base_url, server.model)
+        self.current = (server.base_url, server.model)
+        return self.current
+
+    def close(self) -> None:
+        self.stack.close()
+
+
+@contextmanager
+def llm_server(parallel: int, threads: int, http_threads: int | None) -> Iterator[LlmServer | None]:
+    """A :class:`LlmServer` that has started once, or None (and the reason printed) where it cannot start."""
+    from factory.generation.llm.server import ServerError
+
+    server = LlmServer(parallel, threads, http_threads)
     try:
-        with local_server(parallel=parallel, threads=threads, http_threads=http_threads) as server:
-            yield server.base_url, server.model
+        server.restart()
     except ServerError as exc:
         print(f"skipped: {exc}")
+        server.close()
         yield None
+        return
+    try:
+        yield server
+    finally:
+        server.close()
 
 
 def warm_up(base_url: str, model: str) -> None:
@@ -488,12 +521,11 @@ def section(name: str, args: argparse.Namespace, sizes: list[int], folder: Path,
     with server_cm as server:
         if server is None:
             return
-        base_url, model = (server, "fault-model") if instant else server
-        if not instant:
-            warm_up(base_url, model)
+        base_url, model = (server, "fault-model") if instant else server.current
+        fresh = (lambda: _server_reset(base_url)) if instant else server.restart
         for size in sizes:
             job = Job(folder, base_url, model, size, args.concurrency, args.max_tokens)
-            results = measure(name, job, tools, rounds, folder, instant, args.timeout)
+            results = measure(name, job, tools, rounds, folder, instant, args.timeout, fresh)
             summary[(name, size)] = summarize(f"{name}, {size} requests: median of {rounds} round(s)",
                                               results, tools, "req/s" if instant else "tok/s")
 
