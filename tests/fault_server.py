@@ -305,6 +305,10 @@ def spawn(**config: Any) -> Iterator[str]:
             yield f"http://127.0.0.1:{int(proc.stdout.readline())}/v1"
         finally:
             proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:  # SIGTERM ignored (inherited from the shell that started us)
+                proc.kill()
 
 
 def main(argv: list[str] | None = None) -> None:
