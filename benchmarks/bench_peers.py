@@ -273,16 +273,13 @@ def find_tools(args: argparse.Namespace, clients: bool = False) -> list[Tool]:
     for name in ("curator", "datadesigner"):
         given = getattr(args, f"{name}_python")
         python = Path(given) if given else PEERS_HOME / name / "bin" / "python"
-        if args.tools and name not in args.tools:
-            tools.append(Tool(name, None, None, "not in --tools"))
-        elif not python.exists():
+        if not python.exists():
             tools.append(Tool(name, None, None, f"no {python} (run 'make peers-venvs' or pass --{name}-python)"))
         elif not WORKERS[name].exists():
             tools.append(Tool(name, None, None, f"{WORKERS[name]} is missing"))
         else:
             tools.append(Tool(name, str(python), WORKERS[name]))
-    return [t if not args.tools or t.name in args.tools or t.skipped else Tool(t.name, None, None, "not in --tools")
-            for t in tools]
+    return [t if not args.tools or t.name in args.tools else Tool(t.name, None, None, "not in --tools") for t in tools]
 
 
 class Job:
