@@ -25,7 +25,11 @@ Sections:
    connection: ``factory.generation.llm.server.HTTP_THREADS``), started afresh before every tool's run (it
    caches prompts across requests, and every tool sends the same ones), jobs of ``--llm-sizes`` requests; completion
    tokens/s, each tool's ratio to the bare loop of the same round (median over rounds, with the lowest and
-   highest), client CPU, and the factory against each peer head to head (per round, the median).
+   highest), client CPU, and the factory against each peer head to head (per round, the median). Each run
+   also says what the server did for it (``--metrics``: prompt tokens processed and taken from its cache,
+   tokens predicted, decode calls and busy slots a decode, its CPU, tok/s by fifth of the run, the share of
+   seconds with a slot idle) and what the whole machine spent (``/proc/stat``): a tool that leaves slots idle,
+   or a run whose server decodes slower, shows there rather than only in tok/s.
 2. ``instant``: an instant OpenAI-protocol responder (separate process), jobs of ``--instant-sizes``: requests/s
    and client CPU per request, i.e. the per-request overhead of each tool.
 
@@ -45,6 +49,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -64,6 +69,8 @@ PEERS_HOME = Path(os.environ.get("FACTORY_PEERS_HOME", Path.home() / ".cache" / 
 WORKERS = {"curator": ROOT / "benchmarks" / "peers" / "curator_worker.py",
            "datadesigner": ROOT / "benchmarks" / "peers" / "datadesigner_worker.py"}
 CLASSES = ["sports", "business", "science", "world"]
+SERVER_WORK = [("prompt_tokens", 0), ("cached_tokens", 0), ("predicted_tokens", 0), ("decodes", 0),
+               ("busy_slots", 2), ("idle_slots_share", 3), ("cpu_s", 1)]  # and the digits each is printed with
 BARE_CLIENTS = ["bare", "bare-openai-aiohttp", "bare-chatclient"]  # the last two: the instant section only
 SPEC = """\
 name: bench-peers
@@ -299,14 +306,29 @@ def run_tool(tool: Tool, job: Job, folder: Path, timeout_s: float) -> dict[str, 
     out = folder / f"result-{tool.name}.json"
     out.unlink(missing_ok=True)
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "TQDM_DISABLE": "1"}
-    started = time.perf_counter()
+    started, machine = time.perf_counter(), machine_cpu()
     proc = subprocess.run(tool.command(job, out), capture_output=True, text=True, timeout=timeout_s, env=env)
     if proc.returncode != 0 or not out.exists():
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
         return {"tool": tool.name, "error": f"exit {proc.returncode}: " + " | ".join(tail)}
     result = json.loads(out.read_text())
     result["process_s"] = time.perf_counter() - started
+    if machine is not None:
+        result["machine_busy_s"], result["machine_iowait_s"] = (b - a for a, b in zip(machine, machine_cpu()))
     return result
+
+
+def machine_cpu() -> tuple[float, float] | None:
+    """The whole machine's busy and I/O-wait CPU seconds so far (``/proc/stat``; None where there is none): with
+    the server's and the tool's own CPU, it tells what a run cost the machine beyond them (kernel flush
+    threads for its fsyncs, say)."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    except OSError:
+        return None
+    user, nice, system, idle, iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+    tick = os.sysconf("SC_CLK_TCK")
+    return (user + nice + system + irq + softirq + steal) / tick, iowait / tick
 
 
 def square_rounds(n: int) -> int:
@@ -336,9 +358,11 @@ def _server_reset(base_url: str) -> None:
 
 
 def measure(section: str, job: Job, tools: list[Tool], rounds: int, folder: Path, instant: bool,
-            timeout_s: float, fresh: Callable[[], object]) -> dict[str, list[dict[str, Any]]]:
+            timeout_s: float, fresh: Callable[[], object],
+            server_work: Callable[[], dict[str, Any]] | None = None) -> dict[str, list[dict[str, Any]]]:
     """Every runnable tool, ``rounds`` times in rotating order, each run on a server made fresh by ``fresh``
-    (the same base URL); with ``instant``, the bodies each tool sent are checked against the plan's."""
+    (the same base URL); with ``instant``, the bodies each tool sent are checked against the plan's, and
+    ``server_work`` (if given) says what the server did for each run."""
     runnable = [t for t in tools if t.skipped is None]
     results: dict[str, list[dict[str, Any]]] = {t.name: [] for t in runnable}
     for k in range(rounds):
@@ -351,6 +375,8 @@ def measure(section: str, job: Job, tools: list[Tool], rounds: int, folder: Path
                 r["bodies"] = ("identical" if sent == job.keys else
                                f"{len(sent & job.keys)} of {len(job.keys)} identical, {len(sent - job.keys)} other")
                 r["server_requests"] = stats["total"]
+            if server_work is not None and "error" not in r:
+                r["server"] = server_work()
             r["round"] = k
             results[tool.name].append(r)
             print(f"  [{section} {len(job.requests)}] round {k + 1} {tool.name:<13} " + _line(r), flush=True)
@@ -363,7 +389,19 @@ def _line(r: dict[str, Any]) -> str:
     tokens = r.get("completion_tokens")
     return (f"{r['wall_s']:7.2f} s  {r['n'] / r['wall_s']:8.1f} req/s"
             + (f"  {tokens / r['wall_s']:7.1f} tok/s" if tokens else "")
-            + f"  client CPU {r['cpu_s']:.2f} s" + (f"  bodies {r['bodies']}" if "bodies" in r else ""))
+            + f"  client CPU {r['cpu_s']:.2f} s" + (f"  bodies {r['bodies']}" if "bodies" in r else "")
+            + (f"  machine: busy {r['machine_busy_s']:.1f} s, iowait {r['machine_iowait_s']:.1f} s"
+               if "machine_busy_s" in r else "")
+            + (f"  server: {_work(r['server'])}" if "server" in r else ""))
+
+
+def _work(w: dict[str, Any]) -> str:
+    """What llama-server did for one run, from its ``/metrics`` counters."""
+    return (f"{w['prompt_tokens']:,.0f} prompt tokens processed ({w['cached_tokens']:,.0f} from its cache), "
+            f"{w['predicted_tokens']:,.0f} predicted, {w['idle_slots_share']:.1%} of seconds with a slot idle, "
+            f"tok/s by fifth of the run {'/'.join(f'{v:.0f}' for v in w['tok_s_by_fifth'])}, "
+            f"{w['decodes']:,.0f} decodes" + (f", {w['busy_slots']:.2f} busy slots a decode"
+                                               if "busy_slots" in w else "") + f", CPU {w['cpu_s']:.1f} s")
 
 
 def summarize(title: str, results: dict[str, list[dict[str, Any]]], tools: list[Tool], metric: str) -> dict[str, float]:
@@ -400,6 +438,15 @@ def summarize(title: str, results: dict[str, list[dict[str, Any]]], tools: list[
         best = max(head_to_head, key=lambda n: statistics.median(v for v in by_round[n].values() if v))
         print(f"attrfactory / best peer ({best}, the fastest by median): "
               f"{statistics.median(head_to_head[best]):.3f}   [goal >= 1.0]")
+    def median_work(rs: list[dict[str, Any]], key: str, digits: int) -> str:
+        values = [r["server"][key] for r in rs if key in r["server"]]
+        return f"{statistics.median(values):,.{digits}f}" if values else "-"
+
+    server_rows = [[name] + [median_work(rs, k, d) for k, d in SERVER_WORK]
+                   for name, rs in ((n, [r for r in rs if "server" in r]) for n, rs in results.items()) if rs]
+    if server_rows:
+        table("llama-server's work a run (its /metrics, a fresh server each run; medians)",
+              ["tool", *(k.replace("_", " ") for k, _ in SERVER_WORK)], server_rows, left=(0,))
     if "attrfactory" in ratios:
         if "bare" in by_round:
             print(f"attrfactory / bare loop: {ratios['attrfactory']:.3f}   [goal >= 0.97]")
@@ -452,19 +499,76 @@ class LlmServer:
     def __init__(self, parallel: int, threads: int, http_threads: int | None):
         from factory.generation.llm.server import free_port
 
-        self.options = {"parallel": parallel, "threads": threads, "http_threads": http_threads, "port": free_port()}
+        self.options = {"parallel": parallel, "threads": threads, "http_threads": http_threads, "port": free_port(),
+                        "extra_args": ("--metrics",)}
         self.stack = ExitStack()
         self.current: tuple[str, str] = ("", "")  # the running server's (base_url, model)
+        self._warm: dict[str, float] = {}  # the counters after the warm-up request
+        self._warm_cpu, self.pid = 0.0, 0
+        self._watching, self._samples = threading.Event(), []  # the watcher of the running server's queue
 
     def restart(self) -> tuple[str, str]:
         """Stop the running server (if any) and start a fresh one on the same port; its (base_url, model)."""
         from factory.generation.llm.server import local_server
 
+        self._watching.set()
         self.stack.close()
         server = self.stack.enter_context(local_server(**self.options))
+        self.pid = server.process.pid
         warm_up(server.base_url, server.model)
         self.current = (server.base_url, server.model)
+        self._warm, self._warm_cpu = self._counters(), self._cpu()
+        self._watching, self._samples = threading.Event(), []
+        threading.Thread(target=self._watch, args=(self._watching, self._samples), daemon=True).start()
         return self.current
+
+    def _watch(self, stop: threading.Event, samples: list[tuple[float, float]]) -> None:
+        """Every second until ``stop``: the requests the server is processing and the tokens it has predicted."""
+        while not stop.wait(1.0):
+            try:
+                now = self._counters()
+            except OSError:
+                return
+            samples.append((now["llamacpp:requests_processing"], now["llamacpp:tokens_predicted_total"]))
+
+    def _cpu(self) -> float:
+        """The server process's CPU seconds so far (user and system; 0 where ``/proc`` is missing)."""
+        try:
+            fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def _counters(self) -> dict[str, float]:
+        with urllib.request.urlopen(self.current[0].removesuffix("/v1") + "/metrics", timeout=10) as r:
+            text = r.read().decode()
+        return {k: float(v) for k, v in (line.split() for line in text.splitlines()
+                                          if line.startswith("llamacpp:") and len(line.split()) == 2)}
+
+    def work(self) -> dict[str, Any]:
+        """What the server did since its warm-up: prompt tokens it processed and those it took from its prompt
+        cache, tokens it predicted, its decode calls, busy slots a decode (the batch), its CPU, and the share of
+        the seconds between its first and last busy second in which a slot was idle (the tool fell behind)."""
+        now, warm = self._counters(), self._warm
+        self._watching.set()
+        busy = [p for p, _ in self._samples]
+        first = next((i for i, p in enumerate(busy) if p), len(busy))
+        last = len(busy) - next((i for i, p in enumerate(reversed(busy)) if p), len(busy))
+        idle = [p < self.options["parallel"] for p in busy[first:last]]
+        predicted = [t for _, t in self._samples[first:last]]
+        fifths = [predicted[len(predicted) * i // 5:len(predicted) * (i + 1) // 5 + 1] for i in range(5)]
+
+        def delta(name: str) -> float:
+            return now[f"llamacpp:{name}"] - warm[f"llamacpp:{name}"]
+
+        done = {"prompt_tokens": delta("prompt_tokens_total"), "cached_tokens": delta("prompt_tokens_cached_total"),
+                "predicted_tokens": delta("tokens_predicted_total"), "decodes": delta("n_decode_total"),
+                "cpu_s": self._cpu() - self._warm_cpu,
+                "idle_slots_share": sum(idle) / len(idle) if idle else float("nan"),
+                "tok_s_by_fifth": [(f[-1] - f[0]) / (len(f) - 1) for f in fifths if len(f) > 1]}
+        if "llamacpp:n_busy_slots_per_decode" in now:  # the server's average over its life, warm-up included
+            done["busy_slots"] = now["llamacpp:n_busy_slots_per_decode"]
+        return done
 
     def close(self) -> None:
         self.stack.close()
@@ -522,7 +626,8 @@ def section(name: str, args: argparse.Namespace, sizes: list[int], folder: Path,
         fresh = (lambda: _server_reset(base_url)) if instant else server.restart
         for size in sizes:
             job = Job(folder, base_url, model, size, args.concurrency, args.max_tokens)
-            results = measure(name, job, tools, rounds, folder, instant, args.timeout, fresh)
+            results = measure(name, job, tools, rounds, folder, instant, args.timeout, fresh,
+                              None if instant else server.work)
             summary[(name, size)] = summarize(f"{name}, {size} requests: median of {rounds} round(s)",
                                               results, tools, "req/s" if instant else "tok/s")
 

@@ -1,11 +1,14 @@
-"""benchmarks/bench_peers.py end to end on the instant responder: every tool it runs sends exactly the
-factory's planned request bodies, and a peer without its virtualenv is skipped with the reason."""
+"""benchmarks/bench_peers.py end to end: on the instant responder every tool it runs sends exactly the
+factory's planned request bodies, a peer without its virtualenv is skipped with the reason; on llama-server
+each run says what the server did for it."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -55,3 +58,17 @@ def test_tools_runs_only_the_named_tools_and_lists_the_others_as_skipped(tmp_pat
     assert "attrfactory / bare loop:" not in proc.stdout  # no bare loop measured: no ratio to it
     wrong = subprocess.run([*script, "--tools", "attrfactory,curatr"], capture_output=True, text=True, timeout=60)
     assert wrong.returncode == 2 and "--tools: no tool curatr" in wrong.stderr
+
+
+@pytest.mark.llm
+def test_the_llm_section_reports_what_the_server_did_for_each_run(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_peers.py"), "--sections", "llm",
+                           "--llm-sizes", "8", "--rounds", "1", "--tools", "bare", "--max-tokens", "8"],
+                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = next(line for line in proc.stdout.splitlines() if line.startswith("  [llm 8] round 1 bare"))
+    predicted = int(run.split(" predicted")[0].rsplit(" ", 1)[1].replace(",", ""))
+    assert 8 <= predicted <= 64, run  # the 8 requests' tokens at most 8 each; the warm-up is not counted
+    assert "machine: busy" in run and "% of seconds with a slot idle" in run
+    header, row = (line.split() for line in proc.stdout.split("llama-server's work a run", 1)[1].splitlines()[2:5:2])
+    assert header[:3] == ["tool", "prompt", "tokens"] and row[0] == "bare"

@@ -14,7 +14,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,14 +87,15 @@ class LocalServer:
 def local_server(port: int | None = None, parallel: int = 4, threads: int | None = None, ctx: int = 8192,
                  alias: str = DEFAULT_ALIAS, ready_timeout_s: float = 60.0,
                  log_path: Path | None = None, host: str = "127.0.0.1",
-                 http_threads: int | None = None) -> Iterator[LocalServer]:
+                 http_threads: int | None = None, extra_args: Sequence[str] = ()) -> Iterator[LocalServer]:
     """Start llama-server with SmolLM2 on ``host`` (default 127.0.0.1), wait for ``/health``, and stop it on
-    exit. ``http_threads`` bounds the connections whose requests it reads at once (:func:`http_threads_for`)."""
+    exit. ``http_threads`` bounds the connections whose requests it reads at once (:func:`http_threads_for`);
+    ``extra_args`` are passed on as they are (e.g. ``--metrics``)."""
     port = port or free_port()
     threads = threads or max(1, min(os.cpu_count() or 2, 4))
     cmd = [str(llama_server_binary()), "-m", str(smollm2_gguf()), "--alias", alias, "--host", host,
            "--port", str(port), "-c", str(ctx), "-np", str(parallel), "-t", str(threads),
-           "--threads-http", str(http_threads_for(parallel, http_threads))]
+           "--threads-http", str(http_threads_for(parallel, http_threads)), *extra_args]
     log = open(log_path, "wb") if log_path else subprocess.DEVNULL
     process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
