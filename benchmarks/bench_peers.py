@@ -28,8 +28,9 @@ Sections:
    highest), client CPU, and the factory against each peer head to head (per round, the median). Each run
    also says what the server did for it (``--metrics``: prompt tokens processed and taken from its cache,
    tokens predicted, decode calls and busy slots a decode, its CPU, tok/s by fifth of the run, the share of
-   seconds with a slot idle) and what the whole machine spent (``/proc/stat``): a tool that leaves slots idle,
-   or a run whose server decodes slower, shows there rather than only in tok/s.
+   seconds with a slot idle, from a poll of ``/metrics`` once a second during every tool's run alike) and
+   what the whole machine spent (``/proc/stat``): a tool that leaves slots idle, or a run whose server decodes
+   slower, shows there rather than only in tok/s.
 2. ``instant``: an instant OpenAI-protocol responder (separate process), jobs of ``--instant-sizes``: requests/s
    and client CPU per request, i.e. the per-request overhead of each tool.
 
@@ -438,20 +439,26 @@ def summarize(title: str, results: dict[str, list[dict[str, Any]]], tools: list[
         best = max(head_to_head, key=lambda n: statistics.median(v for v in by_round[n].values() if v))
         print(f"attrfactory / best peer ({best}, the fastest by median): "
               f"{statistics.median(head_to_head[best]):.3f}   [goal >= 1.0]")
-    def median_work(rs: list[dict[str, Any]], key: str, digits: int) -> str:
-        values = [r["server"][key] for r in rs if key in r["server"]]
-        return f"{statistics.median(values):,.{digits}f}" if values else "-"
-
-    server_rows = [[name] + [median_work(rs, k, d) for k, d in SERVER_WORK]
-                   for name, rs in ((n, [r for r in rs if "server" in r]) for n, rs in results.items()) if rs]
-    if server_rows:
-        table("llama-server's work a run (its /metrics, a fresh server each run; medians)",
-              ["tool", *(k.replace("_", " ") for k, _ in SERVER_WORK)], server_rows, left=(0,))
+    server_table(results)
     if "attrfactory" in ratios:
         if "bare" in by_round:
             print(f"attrfactory / bare loop: {ratios['attrfactory']:.3f}   [goal >= 0.97]")
         factory_breakdown([r for r in results["attrfactory"] if "error" not in r])
     return ratios
+
+
+def server_table(results: dict[str, list[dict[str, Any]]]) -> None:
+    """Print each tool's median of what the server did for its runs (where the runs recorded it)."""
+    rows = []
+    for name, runs in results.items():
+        work = [r["server"] for r in runs if "server" in r]
+        if work:
+            medians = ([w[key] for w in work if key in w] for key, _ in SERVER_WORK)
+            rows.append([name] + [f"{statistics.median(v):,.{d}f}" if v else "-"
+                                  for v, (_, d) in zip(medians, SERVER_WORK)])
+    if rows:
+        table("llama-server's work a run (its /metrics, a fresh server each run; medians)",
+              ["tool", *(key.replace("_", " ") for key, _ in SERVER_WORK)], rows, left=(0,))
 
 
 def _per_round(tool: dict[int, float | None], reference: dict[int, float | None]) -> list[float]:
