@@ -46,6 +46,7 @@ import hashlib
 import json
 import math
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -308,12 +309,16 @@ def run_tool(tool: Tool, job: Job, folder: Path, timeout_s: float) -> dict[str, 
     out.unlink(missing_ok=True)
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "TQDM_DISABLE": "1"}
     started, machine = time.perf_counter(), machine_cpu()
+    switches = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.run(tool.command(job, out), capture_output=True, text=True, timeout=timeout_s, env=env)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0 or not out.exists():
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
         return {"tool": tool.name, "error": f"exit {proc.returncode}: " + " | ".join(tail)}
     result = json.loads(out.read_text())
     result["process_s"] = time.perf_counter() - started
+    result["client_switches"] = {"voluntary": after.ru_nvcsw - switches.ru_nvcsw,
+                                 "preempted": after.ru_nivcsw - switches.ru_nivcsw}
     if machine is not None:
         result["machine_busy_s"], result["machine_iowait_s"] = (b - a for a, b in zip(machine, machine_cpu()))
     return result
@@ -390,7 +395,10 @@ def _line(r: dict[str, Any]) -> str:
     tokens = r.get("completion_tokens")
     return (f"{r['wall_s']:7.2f} s  {r['n'] / r['wall_s']:8.1f} req/s"
             + (f"  {tokens / r['wall_s']:7.1f} tok/s" if tokens else "")
-            + f"  client CPU {r['cpu_s']:.2f} s" + (f"  bodies {r['bodies']}" if "bodies" in r else "")
+            + f"  client CPU {r['cpu_s']:.2f} s"
+            + (f" ({r['client_switches']['voluntary']:,} voluntary context switches, "
+               f"{r['client_switches']['preempted']:,} preempted)" if "client_switches" in r else "")
+            + (f"  bodies {r['bodies']}" if "bodies" in r else "")
             + (f"  machine: busy {r['machine_busy_s']:.1f} s, iowait {r['machine_iowait_s']:.1f} s"
                if "machine_busy_s" in r else "")
             + (f"  server: {_work(r['server'])}" if "server" in r else ""))
@@ -402,7 +410,9 @@ def _work(w: dict[str, Any]) -> str:
             f"{w['predicted_tokens']:,.0f} predicted, {w['idle_slots_share']:.1%} of seconds with a slot idle, "
             f"tok/s by fifth of the run {'/'.join(f'{v:.0f}' for v in w['tok_s_by_fifth'])}, "
             f"{w['decodes']:,.0f} decodes" + (f", {w['busy_slots']:.2f} busy slots a decode"
-                                               if "busy_slots" in w else "") + f", CPU {w['cpu_s']:.1f} s")
+                                               if "busy_slots" in w else "") + f", CPU {w['cpu_s']:.1f} s"
+            + (f", compute threads switched {w['compute_switches']['voluntary']:,} times and preempted "
+               f"{w['compute_switches']['preempted']:,}" if w.get("compute_switches") else ""))
 
 
 def summarize(title: str, results: dict[str, list[dict[str, Any]]], tools: list[Tool], metric: str) -> dict[str, float]:
@@ -503,15 +513,16 @@ class LlmServer:
     shared by the rounds each tool would reuse the prompts the tools before it sent (the same bodies), and
     the later a tool ran, the faster it looked. Each run starts on a fresh server, warmed by one request."""
 
-    def __init__(self, parallel: int, threads: int, http_threads: int | None):
+    def __init__(self, parallel: int, threads: int, http_threads: int | None, log_dir: Path | None = None):
         from factory.generation.llm.server import free_port
 
         self.options = {"parallel": parallel, "threads": threads, "http_threads": http_threads, "port": free_port(),
                         "extra_args": ("--metrics",)}
-        self.stack = ExitStack()
+        self.stack, self.log_dir, self.starts = ExitStack(), log_dir, 0
         self.current: tuple[str, str] = ("", "")  # the running server's (base_url, model)
         self._warm: dict[str, float] = {}  # the counters after the warm-up request
         self._warm_cpu, self.pid = 0.0, 0
+        self._warm_threads: dict[str, tuple[float, int, int]] = {}
         self._watching, self._samples = threading.Event(), []  # the watcher of the running server's queue
 
     def restart(self) -> tuple[str, str]:
@@ -520,11 +531,13 @@ class LlmServer:
 
         self._watching.set()
         self.stack.close()
-        server = self.stack.enter_context(local_server(**self.options))
+        self.starts += 1
+        log = self.log_dir / f"llama-server-{self.starts}.log" if self.log_dir else None
+        server = self.stack.enter_context(local_server(**self.options, log_path=log))
         self.pid = server.process.pid
         warm_up(server.base_url, server.model)
         self.current = (server.base_url, server.model)
-        self._warm, self._warm_cpu = self._counters(), self._cpu()
+        self._warm, self._warm_cpu, self._warm_threads = self._counters(), self._cpu(), self._threads()
         self._watching, self._samples = threading.Event(), []
         threading.Thread(target=self._watch, args=(self._watching, self._samples), daemon=True).start()
         return self.current
@@ -545,6 +558,29 @@ class LlmServer:
         except OSError:
             return 0.0
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def _threads(self) -> dict[str, tuple[float, int, int]]:
+        """Each server thread's CPU ticks and its voluntary and preempted context switches so far (from
+        ``/proc/<pid>/task``; empty where there is none)."""
+        threads = {}
+        for task in Path(f"/proc/{self.pid}/task").glob("*"):
+            try:
+                stat = (task / "stat").read_text().rsplit(")", 1)[1].split()
+                status = dict(line.split(":", 1) for line in (task / "status").read_text().splitlines() if ":" in line)
+                threads[task.name] = (int(stat[11]) + int(stat[12]), int(status["voluntary_ctxt_switches"]),
+                                      int(status["nonvoluntary_ctxt_switches"]))
+            except (OSError, KeyError, ValueError):
+                continue
+        return threads
+
+    def _compute_switches(self) -> dict[str, int]:
+        """The context switches of the server's compute threads (its ``threads`` busiest since the warm-up):
+        a preempted compute thread stalls the others at ggml's barrier, spinning."""
+        now, warm = self._threads(), self._warm_threads
+        deltas = sorted(((now[t][0] - warm.get(t, (0, 0, 0))[0], now[t][1] - warm.get(t, (0, 0, 0))[1],
+                          now[t][2] - warm.get(t, (0, 0, 0))[2]) for t in now), reverse=True)
+        busiest = deltas[:self.options["threads"]]
+        return {"voluntary": sum(d[1] for d in busiest), "preempted": sum(d[2] for d in busiest)}
 
     def _counters(self) -> dict[str, float]:
         with urllib.request.urlopen(self.current[0].removesuffix("/v1") + "/metrics", timeout=10) as r:
@@ -570,7 +606,7 @@ class LlmServer:
 
         done = {"prompt_tokens": delta("prompt_tokens_total"), "cached_tokens": delta("prompt_tokens_cached_total"),
                 "predicted_tokens": delta("tokens_predicted_total"), "decodes": delta("n_decode_total"),
-                "cpu_s": self._cpu() - self._warm_cpu,
+                "cpu_s": self._cpu() - self._warm_cpu, "compute_switches": self._compute_switches(),
                 "idle_slots_share": sum(idle) / len(idle) if idle else float("nan"),
                 "tok_s_by_fifth": [(f[-1] - f[0]) / (len(f) - 1) for f in fifths if len(f) > 1]}
         if "llamacpp:n_busy_slots_per_decode" in now:  # the server's average over its life, warm-up included
@@ -582,11 +618,12 @@ class LlmServer:
 
 
 @contextmanager
-def llm_server(parallel: int, threads: int, http_threads: int | None) -> Iterator[LlmServer | None]:
+def llm_server(parallel: int, threads: int, http_threads: int | None,
+               log_dir: Path | None = None) -> Iterator[LlmServer | None]:
     """A :class:`LlmServer` that has started once, or None (and the reason printed) where it cannot start."""
     from factory.generation.llm.server import ServerError
 
-    server = LlmServer(parallel, threads, http_threads)
+    server = LlmServer(parallel, threads, http_threads, log_dir)
     try:
         server.restart()
     except ServerError as exc:
@@ -617,7 +654,10 @@ def section(name: str, args: argparse.Namespace, sizes: list[int], folder: Path,
         server_cm: Any = spawn(latency_s=0.0)
         what = "instant OpenAI-protocol responder (tests/fault_server.py, separate process)"
     else:
-        server_cm = llm_server(args.parallel, args.threads, args.http_threads)
+        if args.server_log:
+            Path(args.server_log).mkdir(parents=True, exist_ok=True)
+        server_cm = llm_server(args.parallel, args.threads, args.http_threads,
+                               Path(args.server_log) if args.server_log else None)
         from factory.generation.llm.server import http_threads_for
 
         http = http_threads_for(args.parallel, args.http_threads)
@@ -652,6 +692,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2, help="llama-server threads (-t)")
     p.add_argument("--http-threads", type=int, default=None,
                    help="llama-server HTTP threads (default: the factory's embedded server's, HTTP_THREADS)")
+    p.add_argument("--server-log", default=None,
+                   help="a folder for llama-server's log of each start (llama-server-1.log, ...; the warm-up start is 1)")
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds one tool may take for one job")
     p.add_argument("--tools", type=lambda v: [t for t in v.split(",") if t], default=[],
                    help="only these tools (comma-separated; default all), e.g. attrfactory,curator for a long job")
