@@ -30,7 +30,10 @@ Sections:
    tokens predicted, decode calls and busy slots a decode, its CPU, tok/s by fifth of the run, the share of
    seconds with a slot idle, from a poll of ``/metrics`` once a second during every tool's run alike) and
    what the whole machine spent (``/proc/stat``): a tool that leaves slots idle, or a run whose server decodes
-   slower, shows there rather than only in tok/s.
+   slower, shows there rather than only in tok/s. It also counts the context switches of the tool's process
+   (``getrusage``) and those of the server's compute threads (``/proc/<pid>/task``): each time one of them is
+   preempted, the other spins at ggml's barrier, so a client that wakes often would show there.
+   ``--server-log DIR`` keeps the server's own log of each start (every request's prompt and decode timings).
 2. ``instant``: an instant OpenAI-protocol responder (separate process), jobs of ``--instant-sizes``: requests/s
    and client CPU per request, i.e. the per-request overhead of each tool.
 

@@ -4,6 +4,7 @@ each run says what the server did for it."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -63,12 +64,19 @@ def test_tools_runs_only_the_named_tools_and_lists_the_others_as_skipped(tmp_pat
 @pytest.mark.llm
 def test_the_llm_section_reports_what_the_server_did_for_each_run(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_peers.py"), "--sections", "llm",
-                           "--llm-sizes", "8", "--rounds", "1", "--tools", "bare", "--max-tokens", "8"],
+                           "--llm-sizes", "8", "--rounds", "1", "--tools", "bare", "--max-tokens", "8",
+                           "--server-log", str(tmp_path / "logs")],
                           capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = next(line for line in proc.stdout.splitlines() if line.startswith("  [llm 8] round 1 bare"))
     predicted = int(run.split(" predicted")[0].rsplit(" ", 1)[1].replace(",", ""))
     assert 8 <= predicted <= 64, run  # the 8 requests' tokens at most 8 each; the warm-up is not counted
     assert "machine: busy" in run and "% of seconds with a slot idle" in run
+    assert re.search(r"client CPU [\d.]+ s \([\d,]+ voluntary context switches, [\d,]+ preempted\)", run), run
+    assert re.search(r"compute threads switched [\d,]+ times and preempted [\d,]+", run), run
+    # the first start only warms the orchestrator up; the run's server (the second start) logged its 8 requests
+    # and the warm-up request before them
+    log = (tmp_path / "logs" / "llama-server-2.log").read_text()
+    assert log.count("prompt eval time") == 9, log[-2000:]
     header, row = (line.split() for line in proc.stdout.split("llama-server's work a run", 1)[1].splitlines()[2:5:2])
     assert header[:3] == ["tool", "prompt", "tokens"] and row[0] == "bare"
