@@ -522,6 +522,8 @@ class LlmServer:
         self.options = {"parallel": parallel, "threads": threads, "http_threads": http_threads, "port": free_port(),
                         "extra_args": ("--metrics",)}
         self.stack, self.log_dir, self.starts = ExitStack(), log_dir, 0
+        if log_dir is not None:
+            log_dir.mkdir(parents=True, exist_ok=True)
         self.current: tuple[str, str] = ("", "")  # the running server's (base_url, model)
         self._warm: dict[str, float] = {}  # the counters after the warm-up request
         self._warm_cpu, self.pid = 0.0, 0
@@ -557,20 +559,18 @@ class LlmServer:
     def _cpu(self) -> float:
         """The server process's CPU seconds so far (user and system; 0 where ``/proc`` is missing)."""
         try:
-            fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return _cpu_ticks(Path(f"/proc/{self.pid}/stat")) / os.sysconf("SC_CLK_TCK")
         except OSError:
             return 0.0
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
-    def _threads(self) -> dict[str, tuple[float, int, int]]:
+    def _threads(self) -> dict[str, tuple[int, int, int]]:
         """Each server thread's CPU ticks and its voluntary and preempted context switches so far (from
         ``/proc/<pid>/task``; empty where there is none)."""
         threads = {}
         for task in Path(f"/proc/{self.pid}/task").glob("*"):
             try:
-                stat = (task / "stat").read_text().rsplit(")", 1)[1].split()
                 status = dict(line.split(":", 1) for line in (task / "status").read_text().splitlines() if ":" in line)
-                threads[task.name] = (int(stat[11]) + int(stat[12]), int(status["voluntary_ctxt_switches"]),
+                threads[task.name] = (_cpu_ticks(task / "stat"), int(status["voluntary_ctxt_switches"]),
                                       int(status["nonvoluntary_ctxt_switches"]))
             except (OSError, KeyError, ValueError):
                 continue
@@ -578,12 +578,13 @@ class LlmServer:
 
     def _compute_switches(self) -> dict[str, int]:
         """The context switches of the server's compute threads (its ``threads`` busiest since the warm-up):
-        a preempted compute thread stalls the others at ggml's barrier, spinning."""
-        now, warm = self._threads(), self._warm_threads
-        deltas = sorted(((now[t][0] - warm.get(t, (0, 0, 0))[0], now[t][1] - warm.get(t, (0, 0, 0))[1],
-                          now[t][2] - warm.get(t, (0, 0, 0))[2]) for t in now), reverse=True)
-        busiest = deltas[:self.options["threads"]]
-        return {"voluntary": sum(d[1] for d in busiest), "preempted": sum(d[2] for d in busiest)}
+        a preempted compute thread stalls the others at ggml's barrier, spinning. Empty where ``/proc`` has no
+        threads to read (the run's line then leaves them out)."""
+        now = self._threads()
+        deltas = sorted(tuple(a - b for a, b in zip(counts, self._warm_threads.get(t, (0, 0, 0))))
+                        for t, counts in now.items())
+        busiest = deltas[-self.options["threads"]:] if deltas else []
+        return {"voluntary": sum(d[1] for d in busiest), "preempted": sum(d[2] for d in busiest)} if busiest else {}
 
     def _counters(self) -> dict[str, float]:
         with urllib.request.urlopen(self.current[0].removesuffix("/v1") + "/metrics", timeout=10) as r:
@@ -618,6 +619,12 @@ class LlmServer:
 
     def close(self) -> None:
         self.stack.close()
+
+
+def _cpu_ticks(stat: Path) -> int:
+    """User and system clock ticks from a ``/proc`` ``stat`` file (a process's or one of its threads')."""
+    fields = stat.read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
 
 
 @contextmanager
@@ -657,10 +664,7 @@ def section(name: str, args: argparse.Namespace, sizes: list[int], folder: Path,
         server_cm: Any = spawn(latency_s=0.0)
         what = "instant OpenAI-protocol responder (tests/fault_server.py, separate process)"
     else:
-        if args.server_log:
-            Path(args.server_log).mkdir(parents=True, exist_ok=True)
-        server_cm = llm_server(args.parallel, args.threads, args.http_threads,
-                               Path(args.server_log) if args.server_log else None)
+        server_cm = llm_server(args.parallel, args.threads, args.http_threads, args.server_log)
         from factory.generation.llm.server import http_threads_for
 
         http = http_threads_for(args.parallel, args.http_threads)
@@ -695,7 +699,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2, help="llama-server threads (-t)")
     p.add_argument("--http-threads", type=int, default=None,
                    help="llama-server HTTP threads (default: the factory's embedded server's, HTTP_THREADS)")
-    p.add_argument("--server-log", default=None,
+    p.add_argument("--server-log", type=Path, default=None,
                    help="a folder for llama-server's log of each start (llama-server-1.log, ...; the warm-up start is 1)")
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds one tool may take for one job")
     p.add_argument("--tools", type=lambda v: [t for t in v.split(",") if t], default=[],
