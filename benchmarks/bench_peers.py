@@ -31,8 +31,9 @@ Sections:
    seconds with a slot idle, from a poll of ``/metrics`` once a second during every tool's run alike) and
    what the whole machine spent (``/proc/stat``): a tool that leaves slots idle, or a run whose server decodes
    slower, shows there rather than only in tok/s. It also counts the context switches of the tool's process
-   (``getrusage``) and those of the server's compute threads (``/proc/<pid>/task``): each time one of them is
-   preempted, the other spins at ggml's barrier, so a client that wakes often would show there.
+   (``getrusage``) and those of the server's compute threads (``/proc/<pid>/task``), with the seconds those
+   threads waited, ready to run, for a core (``schedstat``): each time one of them is kept off its core, the
+   other spins at ggml's barrier, so a client that wakes often, or takes a core in long bursts, shows there.
    ``--server-log DIR`` keeps the server's own log of each start (every request's prompt and decode timings).
 2. ``instant``: an instant OpenAI-protocol responder (separate process), jobs of ``--instant-sizes``: requests/s
    and client CPU per request, i.e. the per-request overhead of each tool.
@@ -415,7 +416,8 @@ def _work(w: dict[str, Any]) -> str:
             f"{w['decodes']:,.0f} decodes" + (f", {w['busy_slots']:.2f} busy slots a decode"
                                                if "busy_slots" in w else "") + f", CPU {w['cpu_s']:.1f} s"
             + (f", compute threads switched {w['compute_switches']['voluntary']:,} times and preempted "
-               f"{w['compute_switches']['preempted']:,}" if w.get("compute_switches") else ""))
+               f"{w['compute_switches']['preempted']:,}, waited {w['compute_switches']['waited_s']:.1f} s for a core"
+               if w.get("compute_switches") else ""))
 
 
 def summarize(title: str, results: dict[str, list[dict[str, Any]]], tools: list[Tool], metric: str) -> dict[str, float]:
@@ -527,7 +529,7 @@ class LlmServer:
         self.current: tuple[str, str] = ("", "")  # the running server's (base_url, model)
         self._warm: dict[str, float] = {}  # the counters after the warm-up request
         self._warm_cpu, self.pid = 0.0, 0
-        self._warm_threads: dict[str, tuple[float, int, int]] = {}
+        self._warm_threads: dict[str, tuple[int, int, int, int]] = {}
         self._watching, self._samples = threading.Event(), []  # the watcher of the running server's queue
 
     def restart(self) -> tuple[str, str]:
@@ -563,28 +565,32 @@ class LlmServer:
         except OSError:
             return 0.0
 
-    def _threads(self) -> dict[str, tuple[int, int, int]]:
-        """Each server thread's CPU ticks and its voluntary and preempted context switches so far (from
-        ``/proc/<pid>/task``; empty where there is none)."""
+    def _threads(self) -> dict[str, tuple[int, int, int, int]]:
+        """Each server thread's CPU ticks, its voluntary and preempted context switches and the nanoseconds it
+        spent ready to run but waiting for a core, so far (from ``/proc/<pid>/task``; empty where there is
+        none)."""
         threads = {}
         for task in Path(f"/proc/{self.pid}/task").glob("*"):
             try:
                 status = dict(line.split(":", 1) for line in (task / "status").read_text().splitlines() if ":" in line)
                 threads[task.name] = (_cpu_ticks(task / "stat"), int(status["voluntary_ctxt_switches"]),
-                                      int(status["nonvoluntary_ctxt_switches"]))
-            except (OSError, KeyError, ValueError):
+                                      int(status["nonvoluntary_ctxt_switches"]),
+                                      int((task / "schedstat").read_text().split()[1]))
+            except (OSError, KeyError, ValueError, IndexError):
                 continue
         return threads
 
     def _compute_switches(self) -> dict[str, int]:
-        """The context switches of the server's compute threads (its ``threads`` busiest since the warm-up):
-        a preempted compute thread stalls the others at ggml's barrier, spinning. Empty where ``/proc`` has no
-        threads to read (the run's line then leaves them out)."""
+        """The context switches of the server's compute threads (its ``threads`` busiest since the warm-up)
+        and the seconds they waited, ready, for a core: a compute thread kept off its core stalls the others at
+        ggml's barrier, spinning. Empty where ``/proc`` has no threads to read (the run's line then leaves
+        them out)."""
         now = self._threads()
-        deltas = sorted(tuple(a - b for a, b in zip(counts, self._warm_threads.get(t, (0, 0, 0))))
+        deltas = sorted(tuple(a - b for a, b in zip(counts, self._warm_threads.get(t, (0, 0, 0, 0))))
                         for t, counts in now.items())
         busiest = deltas[-self.options["threads"]:] if deltas else []
-        return {"voluntary": sum(d[1] for d in busiest), "preempted": sum(d[2] for d in busiest)} if busiest else {}
+        return {"voluntary": sum(d[1] for d in busiest), "preempted": sum(d[2] for d in busiest),
+                "waited_s": sum(d[3] for d in busiest) / 1e9} if busiest else {}
 
     def _counters(self) -> dict[str, float]:
         with urllib.request.urlopen(self.current[0].removesuffix("/v1") + "/metrics", timeout=10) as r:

@@ -73,7 +73,8 @@ def test_the_llm_section_reports_what_the_server_did_for_each_run(tmp_path: Path
     assert 8 <= predicted <= 64, run  # the 8 requests' tokens at most 8 each; the warm-up is not counted
     assert "machine: busy" in run and "% of seconds with a slot idle" in run
     assert re.search(r"client CPU [\d.]+ s \([\d,]+ voluntary context switches, [\d,]+ preempted\)", run), run
-    assert re.search(r"compute threads switched [\d,]+ times and preempted [\d,]+", run), run
+    assert re.search(r"compute threads switched [\d,]+ times and preempted [\d,]+, waited [\d.]+ s for a core",
+                     run), run
     # the first start only warms the orchestrator up; the run's server (the second start) logged its 8 requests
     # and the warm-up request before them
     log = (tmp_path / "logs" / "llama-server-2.log").read_text()
