@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import openai
@@ -81,7 +82,7 @@ def test_timeouts_and_dropped_or_refused_connections() -> None:
 
 
 def test_the_environment_proxy_is_used_unless_no_proxy_exempts_the_host(monkeypatch: pytest.MonkeyPatch,
-                                                                         tmp_path: Any) -> None:
+                                                                         tmp_path: Path) -> None:
     """HTTP_PROXY routes the requests through the proxy (the fault server answers as one) with the bearer key
     intact, even where ~/.netrc has a login for the host; NO_PROXY sends them straight to the host."""
     endpoint = f"127.0.0.1:{_closed_port()}"  # only reachable through the proxy

@@ -328,7 +328,7 @@ class Engine:
         self.stats.sent += 1
         try:
             response = await self.client.create(request.model, request.messages, request.params)
-            choices = _choice_texts(response)
+            choices, finish = _choice_texts(response)
         except OVERLOAD:
             self.stats.overloads += 1
             self.limiter.on_overload(cuts)
@@ -341,7 +341,6 @@ class Engine:
         prompt_tokens = usage.get("prompt_tokens") or request.prompt_tokens_estimate()
         completion_tokens = _completion_tokens(usage, choices)
         usd = cost_usd(self.budget.price, prompt_tokens, completion_tokens)
-        finish = [c.get("finish_reason") for c in _by_index(response["choices"])]
         self.writer.put(PromptRecord(prompt_hash=request.prompt_hash, method=request.purpose,
                                      messages=json.dumps(request.messages)))
         self.writer.put(RequestRecord(
@@ -402,23 +401,21 @@ def _retryable(exc: BaseException) -> bool:
         isinstance(exc, openai.APIStatusError) and exc.status_code >= 500)
 
 
-def _by_index(choices: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return sorted(choices, key=lambda c: c.get("index") if isinstance(c.get("index"), int) else 0)
-
-
-def _choice_texts(response: dict[str, Any]) -> list[str]:
-    """The text of each choice, in index order (a body without them is malformed, so retried)."""
+def _choice_texts(response: dict[str, Any]) -> tuple[list[str], list[Any]]:
+    """The text and the finish reason of each choice, in index order (a body without texts is malformed, so
+    retried)."""
     choices = response.get("choices")
     if not isinstance(choices, list) or not choices or not all(isinstance(c, dict) for c in choices):
         raise MalformedResponse(f"no choices in response: {str(response)[:200]}")
-    texts = []
-    for choice in _by_index(choices):
+    texts, finish = [], []
+    for choice in sorted(choices, key=lambda c: c.get("index") if isinstance(c.get("index"), int) else 0):
         message = choice.get("message")
         content = message.get("content") if isinstance(message, dict) else None
         if not isinstance(content, str):
             raise MalformedResponse("a choice has no text content")
         texts.append(content.strip())
-    return texts
+        finish.append(choice.get("finish_reason"))
+    return texts, finish
 
 
 def _completion_tokens(usage: dict[str, Any], choices: list[str]) -> int:

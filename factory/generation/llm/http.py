@@ -47,7 +47,7 @@ class MalformedResponse(RuntimeError):
 class ChatClient:
     """``POST {base_url}/chat/completions`` with keep-alive connections, a total timeout per request, and the
     proxy settings of the environment (``HTTP(S)_PROXY``, ``NO_PROXY``), as the openai client has. The proxy is
-    looked up once, when the session opens: aiohttp's ``trust_env`` looks it up (and ``~/.netrc``, whose login
+    looked up once, when the client is made: aiohttp's ``trust_env`` looks it up (and ``~/.netrc``, whose login
     would replace the bearer key) on a worker thread for every request, two thread hops a request."""
 
     def __init__(self, base_url: str, api_key: str, timeout_s: float = 120.0):
@@ -57,14 +57,13 @@ class ChatClient:
         self._headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json",
                          "Accept": "application/json", "User-Agent": "attrfactory"}
         self._session: aiohttp.ClientSession | None = None
-        self._proxy: dict[str, Any] = {}
+        self._proxy = env_proxy(self.url)
 
     def __repr__(self) -> str:  # never the key
         return f"ChatClient({self.base_url!r})"
 
     def _open(self) -> aiohttp.ClientSession:
         if self._session is None:  # in the running loop, on first use
-            self._proxy = env_proxy(self.url)
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=0), headers=self._headers,
                 timeout=aiohttp.ClientTimeout(total=self.timeout_s))
