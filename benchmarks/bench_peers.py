@@ -580,7 +580,7 @@ class LlmServer:
                 continue
         return threads
 
-    def _compute_switches(self) -> dict[str, int]:
+    def _compute_switches(self) -> dict[str, float]:
         """The context switches of the server's compute threads (its ``threads`` busiest since the warm-up)
         and the seconds they waited, ready, for a core: a compute thread kept off its core stalls the others at
         ggml's barrier, spinning. Empty where ``/proc`` has no threads to read (the run's line then leaves

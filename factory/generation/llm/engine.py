@@ -328,7 +328,7 @@ class Engine:
         self.stats.sent += 1
         try:
             response = await self.client.create(request.model, request.messages, request.params)
-            choices, finish = _choice_texts(response)
+            choices, finish = _parse_choices(response)
         except OVERLOAD:
             self.stats.overloads += 1
             self.limiter.on_overload(cuts)
@@ -401,7 +401,7 @@ def _retryable(exc: BaseException) -> bool:
         isinstance(exc, openai.APIStatusError) and exc.status_code >= 500)
 
 
-def _choice_texts(response: dict[str, Any]) -> tuple[list[str], list[Any]]:
+def _parse_choices(response: dict[str, Any]) -> tuple[list[str], list[Any]]:
     """The text and the finish reason of each choice, in index order (a body without texts is malformed, so
     retried)."""
     choices = response.get("choices")
